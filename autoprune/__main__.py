@@ -1,0 +1,5 @@
+"""``python -m autoprune`` is the ``autoprune`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

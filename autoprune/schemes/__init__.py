@@ -1,0 +1,44 @@
+"""Scheme operators: each a class with a one-line function twin.
+
+======================  ======================  ======================================
+class                   function                removes
+======================  ======================  ======================================
+:class:`Prune`          :func:`prune`           single weights (unstructured)
+:class:`FilterPrune`    :func:`filter_prune`    conv output channels (and coupled ones)
+:class:`NeuronPrune`    :func:`neuron_prune`    Linear output neurons
+:class:`BlockPrune`     :func:`block_prune`     blocks of a weight matrix
+:class:`Compose`                                several of the above, in order
+======================  ======================  ======================================
+"""
+
+from .base import Scheme, check_sparsity, schemes
+from .block import BlockPrune, block_prune
+from .compose import Compose
+from .structured import (
+    FilterPrune,
+    Materialized,
+    NeuronPrune,
+    StructuredPrune,
+    filter_prune,
+    materialize,
+    neuron_prune,
+)
+from .unstructured import Prune, prune
+
+__all__ = [
+    "BlockPrune",
+    "Compose",
+    "FilterPrune",
+    "Materialized",
+    "NeuronPrune",
+    "Prune",
+    "Scheme",
+    "StructuredPrune",
+    "block_prune",
+    "check_sparsity",
+    "filter_prune",
+    "materialize",
+    "neuron_prune",
+    "prune",
+    "schemes",
+]

@@ -77,11 +77,14 @@ def dense_size(model: nn.Module | Mapping[str, torch.Tensor]) -> int:
 
 
 def sparse_size(model: nn.Module, values: str = "fp32", encoding_: str = "auto") -> int:
-    """Bytes of the model in autoprune's sparse format (:mod:`autoprune.encoding`).
+    """Bytes of the model's tensors in autoprune's sparse format (:mod:`autoprune.encoding`).
 
-    Block-pruned layers (per the model's plan) may use the block encoding.
+    This is the payload: the file adds a header of names and shapes (a few kB), just as
+    :func:`dense_size` counts tensor bytes without a container. Block-pruned layers (per
+    the model's plan) may use the block encoding.
     """
-    return len(encoding.encode(model, values=values, encoding=encoding_, blocks=block_hints(model)))
+    blob = encoding.encode(model, values=values, encoding=encoding_, blocks=block_hints(model))
+    return sum(info.nbytes for info in encoding.describe(blob))
 
 
 def block_hints(model: nn.Module) -> dict[str, tuple[int, int]]:

@@ -123,12 +123,16 @@ def train(
         max_steps: stop after this many optimizer steps (overrides ``epochs``).
         extra_loss: a penalty added to the loss each step (the L-step of L-C uses it).
         after_step: called after each optimizer step (masks are re-applied before it).
+        seed: seeds torch and the loader's shuffling, for a reproducible run.
         progress: show a tqdm progress bar.
     """
     if schedule not in ("cosine", "constant"):
         raise ConfigError(f"schedule: expected 'cosine' or 'constant', got {schedule!r}")
     if seed is not None:
         seed_everything(seed)
+        gen = getattr(loader, "generator", None)
+        if isinstance(gen, torch.Generator):
+            gen.manual_seed(seed)  # the same shuffles on every seeded run
     n_batches = len(loader)  # type: ignore[arg-type]
     steps = max_steps if max_steps is not None else max(1, math.ceil(epochs * n_batches))
     opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)

@@ -130,7 +130,8 @@ class StructuredPrune(Scheme):
                 scores = scores.masked_fill(cur_removed, float("-inf"))
                 # grouped convs: the same positions go in every block of size/G channels
                 per_block = scores.view(G, -1).sum(dim=0)
-                picked = lowest(per_block, target // G)
+                # channels to remove among those present (the masked ones score -inf)
+                picked = lowest(per_block, (target - len(entry.gone)) // G)
                 block = g.size // G
                 cur = (picked[None, :] + block * torch.arange(G)[:, None]).flatten().tolist()
                 removed |= {present[i] for i in cur}
@@ -142,7 +143,8 @@ class StructuredPrune(Scheme):
         if self.physical:
             result = materialize(model, example_input)
             if result.physical:
-                _adopt(model, result.model)
+                if result.model is not model:
+                    _adopt(model, result.model)
             else:
                 note = f"{self.op}: kept the masked model: {result.reason}"
                 warnings.warn(note, stacklevel=2)

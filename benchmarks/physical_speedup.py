@@ -53,21 +53,21 @@ def built_from_scratch(model: nn.Module) -> nn.Module:
 
 
 CASES = [
-    # model, builder kwargs, input shape, batch size
-    ("resnet10", {"width": 16}, (1, 28, 28), 64),
-    ("resnet18", {}, (3, 224, 224), 16),
+    # model, builder kwargs, input shape, batch size, forward passes per timing
+    ("resnet10", {"width": 16}, (1, 28, 28), 64, 5),
+    ("resnet18", {}, (3, 224, 224), 16, 1),
 ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.75])
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = []
-    for name, kwargs, shape, batch in CASES:
+    for name, kwargs, shape, batch, inner in CASES:
         original = ap.create_model(name, num_classes=10, input_shape=shape, **kwargs).eval()
         x = torch.randn(1, *shape)
         base_macs = metrics.count_macs(original, x)
@@ -77,12 +77,17 @@ def main() -> None:
             plan = ap.filter_prune(pruned, s, x, physical=True)
             assert plan.physical, plan.notes
             scratch = built_from_scratch(pruned)
-            vs_orig = metrics.compare_speed(
-                original, pruned, x, batch_size=batch, threads=args.threads, rounds=args.rounds
-            )
-            vs_scratch = metrics.compare_speed(
-                scratch, pruned, x, batch_size=batch, threads=args.threads, rounds=args.rounds
-            )
+            timing = {
+                "batch_size": batch,
+                "threads": args.threads,
+                "rounds": args.rounds,
+                "inner": inner,
+                "warmup": 10,
+            }
+            vs_orig = metrics.compare_speed(original, pruned, x, **timing)
+            vs_scratch = metrics.compare_speed(scratch, pruned, x, **timing)
+            # the noise floor: the same comparison between two identical models
+            noise = metrics.compare_speed(scratch, built_from_scratch(pruned), x, **timing)
             rows.append(
                 {
                     "model": name,
@@ -96,6 +101,7 @@ def main() -> None:
                     "scratch img/s": round(vs_scratch.reference.images_per_s, 1),
                     "vs original": vs_orig.speedup,
                     "vs scratch": vs_scratch.speedup,
+                    "A/A noise": noise.speedup,
                 }
             )
             print(
@@ -108,7 +114,8 @@ def main() -> None:
         f"CPU {platform.processor() or platform.machine()}, {args.threads} threads, "
         f"torch {torch.__version__}, {args.rounds} interleaved rounds; "
         "macs/params: pruned over original; vs original/vs scratch: median ratio of "
-        "throughputs, pruned over the other"
+        "throughputs, pruned over the other; A/A noise: the same measurement between two "
+        "identical scratch models (ideal 1.000)"
     )
     print(metrics.format_table(rows))
 

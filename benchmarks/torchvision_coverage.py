@@ -145,8 +145,9 @@ def run_one(method: str, name: str, timeout: int) -> dict:
 
 
 def write_markdown(rows: list[dict], path: str, command: str, seconds: float) -> None:
+    from importlib.metadata import version
+
     import torch
-    import torch_pruning
     import torchvision
 
     n = len(rows)
@@ -159,7 +160,7 @@ def write_markdown(rows: list[dict], path: str, command: str, seconds: float) ->
         "# torchvision coverage: 50% filter pruning",
         "",
         f"Produced by `{command}` on {platform.machine()} CPU, torch {torch.__version__}, "
-        f"torchvision {torchvision.__version__}, torch-pruning {torch_pruning.__version__}; "
+        f"torchvision {torchvision.__version__}, torch-pruning {version('torch-pruning')}; "
         f"{n} models in {seconds / 60:.0f} min.",
         "",
         "Every torchvision classification model, random weights with randomised norm "
@@ -227,8 +228,12 @@ wrong. The answers:
 * `DependencyGraph.build_dependency` raises `ZeroDivisionError` in
   `update_reshape_index_mapping` on ShuffleNetV2's channel shuffle (`view`/`transpose`/`view`),
   so neither tool can prune it.
-* `get_all_groups` does not finish on Swin transformers within the time limit: index
-  mappings multiply through the window-partition reshapes.
+* Swin transformers: `build_dependency` raises `TypeError` (`int + NoneType`, swin_b and
+  swin_s) or `get_all_groups` exhausts 16 GB (swin_t, swin_v2_*): index mappings multiply
+  through the window-partition reshapes. MaxViT does not finish within 240 s.
+* ViT: the dependency graph removes embedding channels, but the model reshapes with its
+  stored `hidden_dim`, so the smaller model cannot run. Torch-Pruning's own pruner fails
+  the same way; autoprune keeps the masked model and says so.
 * The lazy-group pitfall above is easy to fall into from the documented loop; a note in its
   documentation (or groups whose indices stay in one numbering) would help.
 """

@@ -1,4 +1,4 @@
-"""The README's Python example runs as written."""
+"""The Python examples in the README and docs/ run as written."""
 
 import re
 from pathlib import Path
@@ -13,3 +13,9 @@ def test_readme_python_example_runs(capsys):
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
     assert "True" in capsys.readouterr().out
+
+
+def test_docs_python_examples_run():
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S):
+            exec(compile(block, str(doc), "exec"), {})

@@ -10,7 +10,18 @@ True
 
 __version__ = "0.1.0"
 
-from . import criteria, data, encoding, masking, metrics, models, objectives, schemes, structure
+from . import (
+    criteria,
+    data,
+    encoding,
+    masking,
+    metrics,
+    models,
+    objectives,
+    schemes,
+    structure,
+    testing,
+)
 from .data import Data, load_data
 from .errors import AutopruneError, ConfigError, DataError, ModelError, PruningError
 from .masking import apply_masks
@@ -69,5 +80,6 @@ __all__ = [
     "schemes",
     "seed_everything",
     "structure",
+    "testing",
     "train",
 ]

@@ -41,32 +41,17 @@ def input_size(name: str) -> int:
     return SIZES.get(name, 64)
 
 
-def _randomize(model):
-    import torch
-    from torch import nn
-
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-                m.running_mean.uniform_(-1, 1, generator=g)
-                m.running_var.uniform_(0.5, 2, generator=g)
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)):
-                if getattr(m, "weight", None) is not None:
-                    m.weight.uniform_(0.5, 1.5, generator=g)
-                if getattr(m, "bias", None) is not None:
-                    m.bias.uniform_(-0.5, 0.5, generator=g)
-    return model.eval()
-
-
 def run_autoprune(name: str) -> dict:
     import torch
 
     import autoprune as ap
+    import autoprune.testing
 
     torch.manual_seed(0)
     size = input_size(name)
-    model = _randomize(ap.create_model(name, num_classes=10, input_shape=(3, size, size)))
+    model = ap.testing.randomize_norms(
+        ap.create_model(name, num_classes=10, input_shape=(3, size, size))
+    )
     x = torch.randn(1, 3, size, size)
     params = sum(p.numel() for p in model.parameters())
     t0 = time.perf_counter()

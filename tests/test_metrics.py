@@ -4,7 +4,7 @@ from torch import nn
 from autoprune import metrics
 from autoprune.models import create_model
 from autoprune.schemes import filter_prune, prune
-from tests.conftest import randomize_norms
+from autoprune.testing import randomize_norms
 
 
 def test_params_and_nonzero():

@@ -8,7 +8,7 @@ from autoprune.errors import ConfigError, ModelError
 from autoprune.models import create_model
 from autoprune.plan import get_plan
 from autoprune.schemes import FilterPrune, NeuronPrune, filter_prune, materialize, neuron_prune
-from tests.conftest import randomize_norms
+from autoprune.testing import randomize_norms
 
 
 # -- small models with the couplings the contract must survive --------------------------

@@ -22,11 +22,15 @@ from . import (
     structure,
     testing,
 )
+from .compressor import Compressor, Evaluation
 from .data import Data, load_data
 from .errors import AutopruneError, ConfigError, DataError, ModelError, PruningError
 from .masking import apply_masks
 from .models import create_model, load_checkpoint, register_model
+from .objectives import Maximize, Minimize
 from .plan import GroupPlan, LayerPlan, Plan, get_plan
+from .recovery import LC, FineTune
+from .result import CompressionResult
 from .schemes import (
     BlockPrune,
     Compose,
@@ -45,12 +49,19 @@ __all__ = [
     "AutopruneError",
     "BlockPrune",
     "Compose",
+    "CompressionResult",
+    "Compressor",
     "ConfigError",
     "Data",
     "DataError",
+    "Evaluation",
     "FilterPrune",
+    "FineTune",
     "GroupPlan",
+    "LC",
     "LayerPlan",
+    "Maximize",
+    "Minimize",
     "ModelError",
     "NeuronPrune",
     "Plan",

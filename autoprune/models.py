@@ -216,7 +216,33 @@ def create_model(
         raise AssertionError  # pragma: no cover
     if not isinstance(model, nn.Module):
         raise ModelError(f"model: {name} returned {type(model).__name__}, not a torch.nn.Module")
+    # how to build it again: saved results rebuild the architecture from this
+    model.__dict__[_SPEC] = {
+        "name": name,
+        "num_classes": num_classes,
+        "input_shape": list(input_shape),
+        "kwargs": _jsonable(kwargs),
+    }
     return model
+
+
+_SPEC = "_autoprune_spec"
+
+
+def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+
+
+def model_spec(model: nn.Module) -> dict[str, Any] | None:
+    """How :func:`create_model` built ``model`` (None for models built elsewhere)."""
+    return model.__dict__.get(_SPEC)
+
+
+def rebuild(spec: dict[str, Any]) -> nn.Module:
+    """Build a fresh model from a :func:`model_spec`."""
+    return create_model(
+        spec["name"], spec["num_classes"], tuple(spec["input_shape"]), **spec.get("kwargs", {})
+    )
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:

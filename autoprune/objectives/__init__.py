@@ -1,11 +1,64 @@
-"""Objectives: what a search optimises. Each is ``f(model, example_input) -> float``.
+"""Objectives: what a search optimises.
 
->>> import torch
->>> from autoprune.objectives import params
->>> params(torch.nn.Linear(3, 2), torch.randn(1, 3))
-8.0
+Built-in metrics (``throughput``, ``latency``, ``size``, ``size_fp16``, ``flops``, ``macs``,
+``params``), configurable classes (:class:`Throughput`, :class:`Latency`, :class:`Size`), and
+the wrappers :func:`Maximize` / :func:`Minimize`, which also take a plain
+``f(model, example_input) -> float``::
+
+    >>> import torch
+    >>> from autoprune import objectives
+    >>> objectives.params(torch.nn.Linear(3, 2), torch.randn(1, 3))
+    8.0
+    >>> objectives.Minimize(objectives.Size(values="fp16")).name
+    'size_fp16'
 """
 
-from .builtins import flops, latency, macs, objectives, params, size, size_fp16, throughput
+from .base import (
+    FunctionMetric,
+    Maximize,
+    Metric,
+    Minimize,
+    Objective,
+    as_metric,
+    as_objectives,
+    metrics_registry,
+)
+from .builtins import (
+    Flops,
+    Latency,
+    Macs,
+    Params,
+    Size,
+    Throughput,
+    flops,
+    latency,
+    macs,
+    params,
+    size,
+    size_fp16,
+    throughput,
+)
 
-__all__ = ["flops", "latency", "macs", "objectives", "params", "size", "size_fp16", "throughput"]
+__all__ = [
+    "Flops",
+    "FunctionMetric",
+    "Latency",
+    "Macs",
+    "Maximize",
+    "Metric",
+    "Minimize",
+    "Objective",
+    "Params",
+    "Size",
+    "Throughput",
+    "as_metric",
+    "as_objectives",
+    "flops",
+    "latency",
+    "macs",
+    "metrics_registry",
+    "params",
+    "size",
+    "size_fp16",
+    "throughput",
+]

@@ -1,4 +1,4 @@
-"""Built-in objectives: ``f(model, example_input) -> float``, measured on the model as is."""
+"""Built-in metrics. Each is usable as ``metric(model, example_input) -> float``."""
 
 from __future__ import annotations
 
@@ -6,48 +6,161 @@ import torch
 from torch import nn
 
 from .. import metrics
-from ..registry import Registry
+from ..errors import ConfigError
+from .base import Metric, metrics_registry
 
-objectives = Registry("objective")
 
-
-@objectives.register("params")
-def params(model: nn.Module, example_input: torch.Tensor) -> float:
+class Params(Metric):
     """Nonzero parameters."""
-    return float(metrics.count_params(model).nonzero)
+
+    name, unit, natural = "params", "parameters", "minimize"
+
+    def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        return float(metrics.count_params(model).nonzero)
 
 
-@objectives.register("macs")
-def macs(model: nn.Module, example_input: torch.Tensor) -> float:
-    """Multiply-accumulates for one input."""
-    return float(metrics.count_macs(model, example_input[:1]))
+class Macs(Metric):
+    """Multiply-accumulates of one input (dense work: zeros in weights still count)."""
+
+    name, unit, natural = "macs", "MACs", "minimize"
+
+    def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        return float(metrics.count_macs(model, example_input[:1]))
 
 
-@objectives.register("flops")
-def flops(model: nn.Module, example_input: torch.Tensor) -> float:
-    """FLOPs for one input."""
-    return float(metrics.count_flops(model, example_input[:1]))
+class Flops(Metric):
+    """FLOPs of one input (2 per multiply-accumulate)."""
+
+    name, unit, natural = "flops", "FLOPs", "minimize"
+
+    def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        return float(metrics.count_flops(model, example_input[:1]))
 
 
-@objectives.register("size")
-def size(model: nn.Module, example_input: torch.Tensor) -> float:
-    """Bytes as stored in the sparse format with fp32 values (dense tensors stay dense)."""
-    return float(metrics.sparse_size(model, "fp32"))
+class Size(Metric):
+    """Bytes as stored.
+
+    Args:
+        values: ``"fp32"`` or ``"fp16"`` for floating-point values.
+        encoding: ``"sparse"`` (autoprune's sparse format, each tensor in its smallest
+            encoding) or ``"dense"`` (every value).
+    """
+
+    unit, natural = "bytes", "minimize"
+
+    def __init__(self, values: str = "fp32", encoding: str = "sparse") -> None:
+        if values not in ("fp32", "fp16"):
+            raise ConfigError(f"size.values: expected 'fp32' or 'fp16', got {values!r}")
+        if encoding not in ("sparse", "dense"):
+            raise ConfigError(f"size.encoding: expected 'sparse' or 'dense', got {encoding!r}")
+        self.values = values
+        self.encoding = encoding
+        self.name = "size" if values == "fp32" else f"size_{values}"
+        if encoding == "dense":
+            self.name += "_dense"
+
+    def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        if self.encoding == "dense":
+            scale = 0.5 if self.values == "fp16" else 1.0
+            return float(metrics.dense_size(model)) * scale
+        return float(metrics.sparse_size(model, self.values))
+
+    def describe(self) -> str:
+        return f"size ({self.encoding}, {self.values} values)"
+
+    def __repr__(self) -> str:
+        return f"Size(values={self.values!r}, encoding={self.encoding!r})"
 
 
-@objectives.register("size_fp16")
-def size_fp16(model: nn.Module, example_input: torch.Tensor) -> float:
-    """Bytes as stored in the sparse format with fp16 values."""
-    return float(metrics.sparse_size(model, "fp16"))
+class Throughput(Metric):
+    """Images per second at ``batch_size``.
+
+    Compared with a reference, the two models are timed interleaved and the median of the
+    per-round ratios is taken (``rounds`` during a search, ``careful_rounds`` for a final
+    measurement), which cancels most of the load other processes put on a shared machine.
+    """
+
+    name, unit, natural, deterministic = "throughput", "images/s", "maximize", False
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        threads: int | None = None,
+        rounds: int = 5,
+        careful_rounds: int = 30,
+    ) -> None:
+        self.batch_size = int(batch_size)
+        self.threads = threads
+        self.rounds = int(rounds)
+        self.careful_rounds = int(careful_rounds)
+
+    def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        return metrics.measure(
+            model, example_input, batch_size=self.batch_size, threads=self.threads
+        ).images_per_s
+
+    def ratio(
+        self, candidate, reference, example_input, reference_value=None, *, careful=False
+    ) -> float:
+        rounds = self.careful_rounds if careful else self.rounds
+        return metrics.compare_speed(
+            reference,
+            candidate,
+            example_input,
+            batch_size=self.batch_size,
+            threads=self.threads,
+            rounds=rounds,
+            warmup=5 if careful else 2,
+        ).speedup
+
+    def describe(self) -> str:
+        return f"throughput (batch {self.batch_size}, interleaved with the original)"
+
+    def __repr__(self) -> str:
+        return f"Throughput(batch_size={self.batch_size})"
 
 
-@objectives.register("throughput")
-def throughput(model: nn.Module, example_input: torch.Tensor) -> float:
-    """Images per second at batch 64 (median of repeats)."""
-    return metrics.throughput(model, example_input, batch_size=64)
+class Latency(Metric):
+    """Milliseconds per image at batch size 1 (compared interleaved, like throughput)."""
+
+    name, unit, natural, deterministic = "latency", "ms", "minimize", False
+
+    def __init__(
+        self, threads: int | None = None, rounds: int = 7, careful_rounds: int = 40
+    ) -> None:
+        self.threads = threads
+        self.rounds = int(rounds)
+        self.careful_rounds = int(careful_rounds)
+
+    def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        return metrics.latency(model, example_input, threads=self.threads)
+
+    def ratio(
+        self, candidate, reference, example_input, reference_value=None, *, careful=False
+    ) -> float:
+        rounds = self.careful_rounds if careful else self.rounds
+        r = metrics.compare_speed(
+            reference,
+            candidate,
+            example_input[:1],
+            batch_size=1,
+            threads=self.threads,
+            rounds=rounds,
+            inner=3,
+        )
+        return 1.0 / r.speedup
+
+    def describe(self) -> str:
+        return "latency (batch 1, interleaved with the original)"
 
 
-@objectives.register("latency")
-def latency(model: nn.Module, example_input: torch.Tensor) -> float:
-    """Milliseconds per image at batch 1 (median of repeats)."""
-    return metrics.latency(model, example_input)
+params = Params()
+macs = Macs()
+flops = Flops()
+size = Size()
+size_fp16 = Size(values="fp16")
+throughput = Throughput()
+latency = Latency()
+
+for _metric in (params, macs, flops, size, size_fp16, throughput, latency):
+    metrics_registry.add(_metric.name, _metric)

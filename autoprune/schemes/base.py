@@ -205,6 +205,12 @@ class Scheme:
         clone.sparsity = check_sparsity(sparsity)
         return clone
 
+    def with_sparsities(self, per_unit: Mapping[str, float]) -> Scheme:
+        """A copy with one sparsity per unit, keyed as :meth:`units` names them."""
+        if getattr(self, "scope", "layer") == "global":
+            return self.with_sparsity(float(per_unit["global"]))
+        return self.with_sparsity(dict(per_unit))
+
     def config(self) -> dict[str, Any]:
         """The operator's settings, as a spec would write them."""
         out: dict[str, Any] = {"sparsity": self.sparsity}

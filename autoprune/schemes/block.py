@@ -137,10 +137,11 @@ class BlockPrune(Scheme):
 
     def units(self, model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, int]:
         gen = self._generator()
-        return {
+        sizes = {
             n: int(self._blocks(model, n, m, gen)[1].sum())
             for n, m in self._layers(model, example_input).items()
         }
+        return {"global": sum(sizes.values())} if self.scope == "global" else sizes
 
     def apply(self, model: nn.Module, example_input: torch.Tensor | None = None) -> Plan:
         layers = self._layers(model, example_input)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -44,6 +44,15 @@ class Compose(Scheme):
         for s in self.schemes:
             out.update({f"{s.op}:{k}": v for k, v in s.units(model, example_input).items()})
         return out
+
+    def with_sparsities(self, per_unit: Mapping[str, float]) -> Compose:
+        """Per-unit sparsities keyed ``"op:unit"`` (as :meth:`units` names them)."""
+        parts = []
+        for s in self.schemes:
+            prefix = f"{s.op}:"
+            mine = {k[len(prefix) :]: v for k, v in per_unit.items() if k.startswith(prefix)}
+            parts.append(s.with_sparsities(mine) if mine else s)
+        return Compose(parts)
 
     def apply(self, model: nn.Module, example_input: torch.Tensor | None = None) -> Plan:
         plan = Plan()

@@ -375,3 +375,43 @@ def _adopt(model: nn.Module, other: nn.Module) -> None:
     """Make ``model`` (same class) take over ``other``'s state, in place."""
     model.__dict__.clear()
     model.__dict__.update(other.__dict__)
+
+
+def apply_plan(model: nn.Module, plan: Plan, example_input: torch.Tensor) -> nn.Module:
+    """Rebuild a plan's structure on a fresh copy of the original architecture, in place.
+
+    Masks the plan's removed channels by their recorded indices (no criterion is
+    consulted) and, where the plan's channels are physically gone, makes the model
+    physical, so that a ``state_dict`` saved from the compressed model loads into it.
+    Unstructured and block entries need nothing here: their zeros are in the weights.
+
+    >>> import torch
+    >>> from autoprune.models import create_model
+    >>> x = torch.randn(1, 1, 8, 8)
+    >>> net = create_model("small_cnn", 10, (1, 8, 8), width=8)
+    >>> plan = filter_prune(net, 0.5, x, physical=True)
+    >>> fresh = apply_plan(create_model("small_cnn", 10, (1, 8, 8), width=8), get_plan(net), x)
+    >>> fresh.load_state_dict(net.state_dict())
+    <All keys matched successfully>
+    """
+    if not plan.groups:
+        set_plan(model, Plan.from_dict(plan.to_dict()))
+        return model
+    graph = StructureGraph(model, _require_input(example_input, "apply_plan"))
+    masked = Plan.from_dict(plan.to_dict())
+    for root, entry in masked.groups.items():
+        group = graph.by_root.get(root)
+        if group is None or group.size != entry.total:
+            raise PruningError(
+                f"plan group {root} ({entry.total} channels) does not match this model; "
+                "rebuild from the original architecture"
+            )
+        graph.mask(model, group, entry.removed)
+        entry.gone = []
+    set_plan(model, masked)
+    if any(g.gone for g in plan.groups.values()):
+        result = materialize(model, example_input)
+        if not result.physical:
+            raise PruningError(f"cannot rebuild the physical model: {result.reason}")
+        _adopt(model, result.model)
+    return model

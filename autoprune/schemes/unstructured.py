@@ -79,10 +79,11 @@ class Prune(Scheme):
         return layers
 
     def units(self, model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, int]:
-        return {
+        sizes = {
             n: int(masking.alive(model, f"{n}.weight").sum())
             for n in self._layers(model, example_input)
         }
+        return {"global": sum(sizes.values())} if self.scope == "global" else sizes
 
     def apply(self, model: nn.Module, example_input: torch.Tensor | None = None) -> Plan:
         layers = self._layers(model, example_input)

@@ -1,0 +1,19 @@
+"""Recovery: regain accuracy after pruning.
+
+* :class:`LC`: learning-compression (Carreira-Perpinan & Idelbayev, 2018), the default;
+* :class:`FineTune`: plain masked fine-tuning.
+
+Both take the original model and a scheme carrying the plan's sparsities, and return a
+model compressed exactly to them.
+"""
+
+from ..registry import Registry
+from .base import Recovery
+from .finetune import FineTune
+from .lc import LC
+
+recoveries = Registry("recovery")
+recoveries.add("lc", LC)
+recoveries.add("finetune", FineTune)
+
+__all__ = ["LC", "FineTune", "Recovery", "recoveries"]

@@ -1,0 +1,229 @@
+"""What a compression run returns, and how it is saved and loaded.
+
+A saved result is a directory:
+
+==================  ==================================================================
+``result.json``     metrics before/after, the plan, phases, notes, settings, trials
+``model.pt``        the compressed model's ``state_dict`` (``torch.load(weights_only=True)``)
+``model.apz``       the same weights in autoprune's sparse format
+``plan.json``       the plan alone
+``trials.csv``      one row per trial of the search
+==================  ==================================================================
+
+Loading rebuilds the original architecture (from the model spec recorded when the model
+came from :func:`autoprune.create_model`, or from the ``model`` you pass), applies the plan
+and loads the weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import encoding, masking
+from .errors import ConfigError, DataError
+from .metrics import block_hints
+from .models import rebuild
+from .plan import Plan, get_plan
+from .schemes.structured import apply_plan
+
+FORMAT = "autoprune.result/1"
+
+
+@dataclass
+class CompressionResult:
+    """The outcome of :meth:`autoprune.Compressor.run`.
+
+    Attributes:
+        model: the compressed model (physically smaller where the scheme allows), or a copy
+            of the original when no candidate kept accuracy within eps (``feasible`` False).
+        plan: what was removed, per layer or coupled group.
+        feasible: True when the returned model's validation accuracy is within eps.
+        before, after: metrics of the original and the compressed model: ``val_accuracy``,
+            ``test_accuracy``, ``params``, ``nonzero_params``, ``macs``, ``dense_bytes``,
+            ``sparse_bytes``, ``sparse_bytes_fp16``, ``throughput`` (images/s),
+            ``latency_ms``.
+        objectives: per objective, its final careful measurement as a ratio to the original.
+        study: the Optuna study (None after :meth:`load`).
+        chosen_trial: the trial whose plan was recovered (None if none was).
+        pareto: trial numbers of the feasible Pareto front (several objectives).
+        phases: wall seconds of each phase.
+        notes: what happened that a reader should know (back-offs, fallbacks).
+        settings: the run's settings, for reports and reproduction.
+        trials: one dict per completed trial.
+    """
+
+    model: nn.Module
+    plan: Plan
+    feasible: bool
+    before: dict[str, float]
+    after: dict[str, float]
+    objectives: dict[str, float]
+    study: Any = None
+    chosen_trial: int | None = None
+    pareto: list[int] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    # -- reading ------------------------------------------------------------------------
+    def ratios(self) -> dict[str, float]:
+        """``after / before`` for every metric both sides have."""
+        return {
+            k: (self.after[k] / self.before[k]) if self.before.get(k) else float("nan")
+            for k in self.after
+            if k in self.before and isinstance(self.after[k], (int, float))
+        }
+
+    def summary(self) -> str:
+        """A plain-text before/after table."""
+        from .metrics import format_table
+
+        rows = []
+        ratios = self.ratios()
+        for k in self.after:
+            rows.append(
+                {
+                    "metric": k,
+                    "original": self.before.get(k, float("nan")),
+                    "compressed": self.after[k],
+                    "ratio": ratios.get(k, float("nan")),
+                }
+            )
+        head = "feasible" if self.feasible else "NOT FEASIBLE: the original model is returned"
+        return f"{head}\n" + format_table(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "feasible": self.feasible,
+            "before": self.before,
+            "after": self.after,
+            "ratios": self.ratios(),
+            "objectives": self.objectives,
+            "chosen_trial": self.chosen_trial,
+            "pareto": self.pareto,
+            "phases": self.phases,
+            "notes": self.notes,
+            "settings": self.settings,
+            "plan": self.plan.to_dict(),
+            "trials": self.trials,
+        }
+
+    # -- saving -------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> str:
+        """Write the result into ``directory`` (created if needed); returns its path.
+
+        Every file is written to a temporary name first and renamed into place.
+        """
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        buf = io.BytesIO()
+        torch.save(self.model.state_dict(), buf)
+        encoding.atomic_write(os.path.join(directory, "model.pt"), buf.getvalue())
+        encoding.save(
+            self.model, os.path.join(directory, "model.apz"), blocks=block_hints(self.model)
+        )
+        encoding.atomic_write(
+            os.path.join(directory, "plan.json"), self.plan.to_json(indent=2).encode()
+        )
+        encoding.atomic_write(os.path.join(directory, "trials.csv"), trials_csv(self.trials))
+        text = json.dumps(self.to_dict(), indent=2, default=_json_default)
+        encoding.atomic_write(os.path.join(directory, "result.json"), text.encode())
+        return directory
+
+    @classmethod
+    def load(
+        cls, directory: str | os.PathLike, model: nn.Module | None = None
+    ) -> CompressionResult:
+        """Load a saved result; ``model`` is a fresh instance of the ORIGINAL architecture
+        (not needed when the model was made by :func:`autoprune.create_model`)."""
+        directory = os.fspath(directory)
+        path = os.path.join(directory, "result.json")
+        if not os.path.isfile(path):
+            raise DataError(f"no saved result in {directory} (result.json is missing)")
+        with open(path) as f:
+            data = json.load(f)
+        if data.get("format") != FORMAT:
+            raise DataError(f"{path} is not an autoprune result ({data.get('format')!r})")
+        settings = data.get("settings", {})
+        if model is None:
+            spec = settings.get("model_spec")
+            if spec is None:
+                raise ConfigError(
+                    "model: this result's model was not built by autoprune.create_model; "
+                    "pass model=<a fresh instance of the original architecture>"
+                )
+            model = rebuild(spec)
+        plan = Plan.from_dict(data["plan"])
+        x = torch.zeros(1, *settings["input_shape"])
+        model = apply_plan(model, plan, x)
+        state = torch.load(
+            os.path.join(directory, "model.pt"), map_location="cpu", weights_only=True
+        )
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise DataError(
+                f"{directory}/model.pt does not fit the rebuilt model: {str(exc).splitlines()[0]}"
+            ) from None
+        masking.masks_from_zeros(model, [f"{e.layer}.weight" for e in plan.layers])
+        model.eval()
+        return cls(
+            model=model,
+            plan=get_plan(model),
+            feasible=data["feasible"],
+            before=data["before"],
+            after=data["after"],
+            objectives=data["objectives"],
+            chosen_trial=data.get("chosen_trial"),
+            pareto=data.get("pareto", []),
+            phases=data.get("phases", {}),
+            notes=data.get("notes", []),
+            settings=settings,
+            trials=data.get("trials", []),
+        )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def trials_csv(trials: list[dict[str, Any]]) -> bytes:
+    """The trials as CSV: one row each; per-unit sparsities as ``s:<unit>`` columns."""
+    units: list[str] = []
+    for t in trials:
+        for u in t.get("sparsities", {}):
+            if u not in units:
+                units.append(u)
+    scalar = ["number", "state", "feasible", "accuracy", "drop", "seconds"]
+    value_cols: list[str] = []
+    for t in trials:
+        for k in t.get("objectives", {}):
+            if k not in value_cols:
+                value_cols.append(k)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(scalar + value_cols + ["mean_sparsity"] + [f"s:{u}" for u in units])
+    for t in trials:
+        sp = t.get("sparsities", {})
+        mean = sum(sp.values()) / len(sp) if sp else ""
+        writer.writerow(
+            [t.get(k, "") for k in scalar]
+            + [t.get("objectives", {}).get(k, "") for k in value_cols]
+            + [mean]
+            + [sp.get(u, "") for u in units]
+        )
+    return out.getvalue().encode()

@@ -1,0 +1,169 @@
+import copy
+
+import optuna
+import pytest
+import torch
+
+import autoprune as ap
+from autoprune import objectives as O
+from autoprune.errors import ConfigError
+from autoprune.result import CompressionResult
+
+
+@pytest.fixture(scope="module")
+def data():
+    return ap.load_data("digits", seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    torch.manual_seed(0)
+    model = ap.create_model("small_cnn", data.num_classes, data.input_shape, width=8)
+    ap.train(model, data.loaders(64, seed=0).train, epochs=8, seed=0)
+    return model.eval()
+
+
+FAST = ap.Evaluation(calibrate=False, finetune_epochs=0.5, bn_batches=5)
+
+
+def compressor(model, data, **kw):
+    args = dict(
+        scheme=ap.FilterPrune(),
+        data=data,
+        n_trials=6,
+        out_dir=None,
+        recovery=ap.FineTune(epochs=2),
+        evaluation=FAST,
+        batch_size=64,
+        progress=False,
+    )
+    args.update(kw)
+    return ap.Compressor(
+        model,
+        kw.pop("objective", O.Minimize(O.macs)),
+        args.pop("eps", 0.05),
+        **{k: v for k, v in args.items() if k not in ("objective", "eps")},
+    )
+
+
+def test_result_respects_eps_and_is_physical(trained, data):
+    before = copy.deepcopy(trained.state_dict())
+    result = compressor(trained, data, eps=0.03).run()
+    assert result.feasible
+    assert result.before["val_accuracy"] - result.after["val_accuracy"] <= 0.03
+    assert result.after["macs"] < result.before["macs"]
+    assert result.plan.physical and result.chosen_trial is not None
+    chosen = next(t for t in result.trials if t["number"] == result.chosen_trial)
+    assert chosen["feasible"]
+    assert set(result.phases) >= {"baseline", "search", "recovery", "measure", "total"}
+    assert isinstance(result.study, optuna.Study)
+    # the input model is untouched
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
+
+
+def test_a_model_that_breaks_eps_is_never_a_success(trained, data):
+    full = ap.metrics.count_params(trained).nonzero
+
+    def strict(model, loader):  # any pruning at all counts as losing all accuracy
+        return 1.0 if ap.metrics.count_params(model).nonzero >= full else 0.0
+
+    result = compressor(trained, data, eps=0.01, metric=strict, n_trials=3).run()
+    assert not result.feasible
+    assert "no candidate of the search kept accuracy" in result.notes[0]
+    assert "original model is returned" in result.notes[-1]
+    assert ap.metrics.count_params(result.model) == ap.metrics.count_params(trained)
+
+
+def test_recovery_backs_off_then_gives_up(trained, data):
+    calls = []
+
+    def fickle(model, loader):  # fine during the search, never after recovery
+        calls.append(1)
+        return 1.0 if len(calls) <= 3 + 3 else 0.0  # baseline (3) and 3 candidates
+
+    result = compressor(trained, data, eps=0.01, metric=fickle, n_trials=3).run()
+    assert not result.feasible
+    backoffs = [n for n in result.notes if "backing off" in n]
+    assert len(backoffs) == 3  # max_attempts: best, next best, then lower sparsity
+    assert "at 0.8x its sparsity" in backoffs[-1]
+    assert "original model is returned" in result.notes[-1]
+
+
+def test_same_seed_same_result(trained, data):
+    runs = [compressor(trained, data, seed=3, n_trials=5).run() for _ in range(2)]
+    a, b = ([(t["sparsities"], t["accuracy"], t["objectives"]) for t in r.trials] for r in runs)
+    assert a == b
+    assert runs[0].plan.to_dict() == runs[1].plan.to_dict()
+
+
+def test_resume_loses_and_repeats_no_trial(trained, data, tmp_path):
+    first = compressor(trained, data, out_dir=tmp_path, n_trials=3).run()
+    assert len(first.trials) == 3
+    second = compressor(trained, data, out_dir=tmp_path, n_trials=5).run()
+    complete = [t for t in second.trials if t["state"] == "complete"]
+    assert len(complete) == 5
+    assert [t["sparsities"] for t in complete[:3]] == [t["sparsities"] for t in first.trials]
+    assert len({tuple(sorted(t["sparsities"].items())) for t in complete}) == 5
+    with pytest.raises(ConfigError, match="different setup"):
+        compressor(trained, data, out_dir=tmp_path, n_trials=5, eps=0.2).run()
+
+
+def test_saved_result_reloads(trained, data, tmp_path):
+    result = compressor(trained, data, n_trials=3).run()
+    result.save(tmp_path / "run")
+    again = CompressionResult.load(tmp_path / "run")  # architecture from the model spec
+    x = data.example_input(4)
+    with torch.no_grad():
+        torch.testing.assert_close(again.model(x), result.model.eval()(x))
+    assert again.plan.to_dict() == result.plan.to_dict()
+    assert again.after == result.after
+    state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert set(state) == set(result.model.state_dict())
+    assert (tmp_path / "run" / "trials.csv").read_text().count("\n") == 4
+
+
+def test_unstructured_search_for_size(trained, data):
+    result = compressor(
+        trained, data, objective=O.Minimize(O.size_fp16), scheme=ap.Prune(), n_trials=5
+    ).run()
+    assert result.feasible
+    assert result.objectives["size_fp16"] < 1.0
+    assert result.after["sparse_bytes_fp16"] < result.before["sparse_bytes_fp16"]
+
+
+def test_multi_objective_returns_the_pareto_front(trained, data):
+    result = compressor(
+        trained, data, objective=[O.Minimize(O.macs), O.Minimize(O.params)], n_trials=6
+    ).run()
+    assert result.pareto
+    assert result.chosen_trial in result.pareto
+    assert set(result.objectives) == {"macs", "params"}
+
+
+def test_calibration_sets_the_search_threshold(trained, data):
+    ev = ap.Evaluation(calibration_steps=2, finetune_epochs=0.5, bn_batches=5)
+    result = compressor(trained, data, evaluation=ev, n_trials=4).run()
+    calibration = result.settings["calibration"]
+    assert [c["level"] for c in calibration][:1] == [0.5] and len(calibration) == 2
+    assert result.settings["tau"] >= 0.05
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"eps": -0.1}, r"eps: expected a number in \[0, 1\)"),
+        ({"data": None}, "data: pass a Data"),
+        ({"objective": lambda m, x: 1.0}, "wrap a plain callable"),
+        ({"n_trials": 0}, "n_trials: expected a positive integer"),
+        ({"sampler": "bayes"}, "unknown sampler 'bayes'"),
+        ({"bounds": (0.5, 0.2)}, r"bounds: expected 0 <= low <= high < 1"),
+        ({"bounds": "sensitivy"}, "bounds: expected"),
+        ({"space": "grid"}, "space: expected one of"),
+        ({"scheme": "filter"}, "scheme: expected a scheme operator"),
+    ],
+)
+def test_bad_arguments(trained, data, kwargs, message):
+    kwargs = dict(kwargs)
+    given = kwargs.pop("data", data)
+    with pytest.raises(ConfigError, match=message):
+        compressor(trained, given, **kwargs)

@@ -74,7 +74,7 @@ logger = logging.getLogger("autoprune")
 
 AccuracyFn = Callable[[nn.Module, Iterable], float]
 
-DEFAULT_HIGH = {"prune": 0.99, "block_prune": 0.95, "filter_prune": 0.9, "neuron_prune": 0.9}
+DEFAULT_HIGH = {"prune": 0.995, "block_prune": 0.95, "filter_prune": 0.9, "neuron_prune": 0.9}
 # the most a sensitivity analysis may open a unit's range to
 SENSITIVITY_CAP = {"prune": 0.995, "block_prune": 0.98, "filter_prune": 0.95, "neuron_prune": 0.95}
 

@@ -44,7 +44,7 @@ import torch
 from .errors import ConfigError, DataError
 
 MAGIC = b"APZ1"
-ENCODINGS = ("dense", "bitmask", "delta", "block")
+ENCODINGS = ("dense", "bitmask", "delta", "block", "constant")
 _NP_DTYPES = {"fp32": np.float32, "fp16": np.float16}
 
 
@@ -87,6 +87,8 @@ def _encode_tensor(
     flat = a.reshape(-1)
     if encoding == "dense":
         return [flat.astype(vdt).tobytes()], {}
+    if encoding == "constant":
+        return [flat[:1].astype(vdt).tobytes()], {}
     if encoding == "bitmask":
         nz = flat != 0
         return [np.packbits(nz).tobytes(), flat[nz].astype(vdt).tobytes()], {}
@@ -119,6 +121,8 @@ def _decode_tensor(segments: list[bytes], meta: dict, vdt: np.dtype) -> np.ndarr
     enc = meta["encoding"]
     if enc == "dense":
         out = np.frombuffer(segments[0], dtype=vdt)
+    elif enc == "constant":
+        out = np.full(numel, np.frombuffer(segments[0], dtype=vdt)[0], dtype=vdt)
     elif enc == "bitmask":
         nz = np.unpackbits(np.frombuffer(segments[0], dtype=np.uint8), count=numel).astype(bool)
         out = np.zeros(numel, dtype=vdt)
@@ -179,10 +183,12 @@ def encode(
             t = t.float()
         a = t.numpy()
         vdt = _value_dtype(t, values)
+        constant = a.size > 1 and bool(np.all(a.reshape(-1) == a.reshape(-1)[0]))
         if not t.is_floating_point() or t.dim() == 0:
-            candidates = ["dense"]
+            candidates = ["dense"] + (["constant"] if constant and encoding == "auto" else [])
         elif encoding == "auto":
             candidates = ["dense", "bitmask", "delta"] + (["block"] if name in blocks else [])
+            candidates += ["constant"] if constant else []
         else:
             candidates = [encoding]
         best = None
@@ -208,6 +214,37 @@ def encode(
         )
     head = json.dumps(header, separators=(",", ":")).encode()
     return MAGIC + struct.pack("<I", len(head)) + head + payload.getvalue()
+
+
+def inference_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's ``state_dict`` as inference needs it: every BatchNorm folded into a
+    scale and a shift.
+
+    In eval mode BatchNorm computes ``(x - mean) / sqrt(var + eps) * weight + bias``, i.e.
+    ``a * x + c``. The returned state stores ``a`` as the weight, ``c`` as the bias, a zero
+    mean and a variance of ``1 - eps``, so the same module computes the same outputs from
+    it, while the constant mean and variance cost a few bytes in the ``constant`` encoding.
+    Training statistics are not kept.
+    """
+    state = dict(model.state_dict())
+    for name, m in model.named_modules():
+        if not isinstance(m, torch.nn.modules.batchnorm._BatchNorm) or m.running_var is None:
+            continue
+        p = f"{name}." if name else ""
+        std = torch.sqrt(m.running_var.detach() + m.eps)
+        weight = m.weight.detach() if m.weight is not None else torch.ones_like(std)
+        bias = m.bias.detach() if m.bias is not None else torch.zeros_like(std)
+        a = weight / std
+        c = bias - m.running_mean.detach() * a
+        if m.weight is not None:
+            state[p + "weight"], state[p + "bias"] = a, c
+            state[p + "running_mean"] = torch.zeros_like(a)
+            state[p + "running_var"] = torch.full_like(a, 1.0 - m.eps)
+        else:  # no affine parameters: keep the statistics as they are
+            continue
+        if p + "num_batches_tracked" in state:
+            state[p + "num_batches_tracked"] = torch.zeros_like(state[p + "num_batches_tracked"])
+    return state
 
 
 def decode(data: bytes) -> dict[str, torch.Tensor]:

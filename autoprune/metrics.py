@@ -76,14 +76,18 @@ def dense_size(model: nn.Module | Mapping[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 
 
-def sparse_size(model: nn.Module, values: str = "fp32", encoding_: str = "auto") -> int:
+def sparse_size(
+    model: nn.Module, values: str = "fp32", encoding_: str = "auto", inference: bool = False
+) -> int:
     """Bytes of the model's tensors in autoprune's sparse format (:mod:`autoprune.encoding`).
 
     This is the payload: the file adds a header of names and shapes (a few kB), just as
     :func:`dense_size` counts tensor bytes without a container. Block-pruned layers (per
-    the model's plan) may use the block encoding.
+    the model's plan) may use the block encoding. ``inference`` stores BatchNorm as the
+    scale and shift inference needs (:func:`autoprune.encoding.inference_state`).
     """
-    blob = encoding.encode(model, values=values, encoding=encoding_, blocks=block_hints(model))
+    state = encoding.inference_state(model) if inference else model
+    blob = encoding.encode(state, values=values, encoding=encoding_, blocks=block_hints(model))
     return sum(info.nbytes for info in encoding.describe(blob))
 
 

@@ -106,3 +106,19 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
         encoding.atomic_write(path, b"new")
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_inference_state_folds_batchnorm_exactly():
+    from autoprune.testing import randomize_norms
+
+    torch.manual_seed(0)
+    model = randomize_norms(create_model("resnet10", 10, (1, 16, 16), width=8))
+    x = torch.randn(2, 1, 16, 16)
+    blob = encoding.encode(encoding.inference_state(model), values="fp32")
+    fresh = create_model("resnet10", 10, (1, 16, 16), width=8).eval()
+    fresh.load_state_dict(encoding.decode(blob))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), model(x), rtol=1e-4, atol=1e-5)
+    sizes = {i.name: i.nbytes for i in encoding.describe(blob)}
+    assert sizes["bn1.running_mean"] == 0 and sizes["bn1.running_var"] == 4  # zeros, constant
+    assert len(blob) < len(encoding.encode(model))

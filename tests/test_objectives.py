@@ -17,7 +17,17 @@ def models():
 
 
 @pytest.mark.parametrize(
-    "name", ["params", "macs", "flops", "size", "size_fp16", "throughput", "latency"]
+    "name",
+    [
+        "params",
+        "macs",
+        "flops",
+        "size",
+        "size_fp16",
+        "inference_size_fp16",
+        "throughput",
+        "latency",
+    ],
 )
 def test_every_builtin_computes(models, name):
     a, _, x = models

@@ -1,8 +1,9 @@
 """Objectives: what a search optimises.
 
-Built-in metrics (``throughput``, ``latency``, ``size``, ``size_fp16``, ``flops``, ``macs``,
-``params``), configurable classes (:class:`Throughput`, :class:`Latency`, :class:`Size`), and
-the wrappers :func:`Maximize` / :func:`Minimize`, which also take a plain
+Built-in metrics (``throughput``, ``latency``, ``size``, ``size_fp16``,
+``inference_size_fp16``, ``flops``, ``macs``, ``params``), configurable classes
+(:class:`Throughput`, :class:`Latency`, :class:`Size`), and the wrappers
+:func:`Maximize` / :func:`Minimize`, which also take a plain
 ``f(model, example_input) -> float``::
 
     >>> import torch
@@ -31,6 +32,7 @@ from .builtins import (
     Size,
     Throughput,
     flops,
+    inference_size_fp16,
     latency,
     macs,
     params,
@@ -54,6 +56,7 @@ __all__ = [
     "as_metric",
     "as_objectives",
     "flops",
+    "inference_size_fp16",
     "latency",
     "macs",
     "metrics_registry",

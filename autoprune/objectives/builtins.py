@@ -44,18 +44,23 @@ class Size(Metric):
         values: ``"fp32"`` or ``"fp16"`` for floating-point values.
         encoding: ``"sparse"`` (autoprune's sparse format, each tensor in its smallest
             encoding) or ``"dense"`` (every value).
+        inference: store BatchNorm as the scale and shift inference needs, not its
+            training statistics (:func:`autoprune.encoding.inference_state`).
     """
 
     unit, natural = "bytes", "minimize"
 
-    def __init__(self, values: str = "fp32", encoding: str = "sparse") -> None:
+    def __init__(self, values: str = "fp32", encoding: str = "sparse", inference: bool = False):
         if values not in ("fp32", "fp16"):
             raise ConfigError(f"size.values: expected 'fp32' or 'fp16', got {values!r}")
         if encoding not in ("sparse", "dense"):
             raise ConfigError(f"size.encoding: expected 'sparse' or 'dense', got {encoding!r}")
         self.values = values
         self.encoding = encoding
-        self.name = "size" if values == "fp32" else f"size_{values}"
+        self.inference = bool(inference)
+        self.name = ("inference_" if inference else "") + "size"
+        if values != "fp32":
+            self.name += f"_{values}"
         if encoding == "dense":
             self.name += "_dense"
 
@@ -63,13 +68,16 @@ class Size(Metric):
         if self.encoding == "dense":
             scale = 0.5 if self.values == "fp16" else 1.0
             return float(metrics.dense_size(model)) * scale
-        return float(metrics.sparse_size(model, self.values))
+        return float(metrics.sparse_size(model, self.values, inference=self.inference))
 
     def describe(self) -> str:
-        return f"size ({self.encoding}, {self.values} values)"
+        what = ", BatchNorm as scale and shift" if self.inference else ""
+        return f"size ({self.encoding}, {self.values} values{what})"
 
     def __repr__(self) -> str:
-        return f"Size(values={self.values!r}, encoding={self.encoding!r})"
+        return (
+            f"Size(values={self.values!r}, encoding={self.encoding!r}, inference={self.inference})"
+        )
 
 
 class Throughput(Metric):
@@ -159,8 +167,9 @@ macs = Macs()
 flops = Flops()
 size = Size()
 size_fp16 = Size(values="fp16")
+inference_size_fp16 = Size(values="fp16", inference=True)
 throughput = Throughput()
 latency = Latency()
 
-for _metric in (params, macs, flops, size, size_fp16, throughput, latency):
+for _metric in (params, macs, flops, size, size_fp16, inference_size_fp16, throughput, latency):
     metrics_registry.add(_metric.name, _metric)

@@ -52,7 +52,7 @@ from .plan import Plan, get_plan
 from .recovery import FineTune, Recovery
 from .recovery.base import epoch_steps
 from .result import CompressionResult
-from .schemes import Compose, FilterPrune, Scheme, materialize
+from .schemes import Compose, FilterPrune, Prune, Scheme, materialize
 from .schemes.base import matches
 from .search import (
     SPACES,
@@ -116,7 +116,7 @@ class Evaluation:
     val_batches: int | None = None
     calibrate: bool = True
     calibration_epochs: float | None = None
-    calibration_steps: int = 4
+    calibration_steps: int = 3
     sensitivity_levels: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9)
     sensitivity_finetune_steps: int = 20
     sensitivity_val_batches: int | None = 5
@@ -181,7 +181,7 @@ class Compressor:
         recovery: ``FineTune()`` (default) or ``LC()``.
         metric: ``f(model, loader) -> float`` replacing top-1 accuracy.
         n_trials: completed trials the study should have; ``timeout``: seconds for the
-            search (either or both).
+            whole search, sensitivity analysis and calibration included (either or both).
         sampler: ``"tpe"`` (multivariate, default), ``"gp"``, ``"cmaes"`` or ``"random"``.
         space: ``"offsets"`` (default), ``"independent"`` or ``"uniform"`` (see
             :mod:`autoprune.search`).
@@ -195,6 +195,10 @@ class Compressor:
             with the same ones resumes the study.
         max_attempts: plans tried in recovery before giving up (the best, the next best,
             then lower sparsities).
+        shape: how the search's global level spreads over units: ``"uniform"`` (the same
+            point of every unit's range) or ``"global"`` (as one global magnitude ranking
+            would prune them; ``prune`` only). ``"auto"``: global for ``prune``, else
+            uniform. Per-unit offsets move away from the shape.
         batch_size: training batch size when ``data`` is a :class:`Data`.
         progress: progress bars and one line per trial on stderr.
     """
@@ -222,6 +226,7 @@ class Compressor:
         storage: str | None = None,
         study_name: str = "autoprune",
         max_attempts: int = 3,
+        shape: str = "auto",
         batch_size: int = 128,
         progress: bool = True,
     ) -> None:
@@ -262,6 +267,11 @@ class Compressor:
                 _check_bounds(b, f"bounds[{pattern!r}]")
         elif bounds is not None and not isinstance(bounds, (str, Sensitivity)):
             _check_bounds(bounds, "bounds")
+        if shape not in ("auto", "uniform", "global"):
+            raise ConfigError(f"shape: expected 'auto', 'uniform' or 'global', got {shape!r}")
+        if shape == "auto":  # global ranking is the strong prior for unstructured pruning
+            sch = scheme if scheme is not None else None
+            shape = "global" if isinstance(sch, Prune) and sch.scope == "layer" else "uniform"
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigError(f"max_attempts: expected a positive integer, got {max_attempts!r}")
         self.model = model
@@ -283,6 +293,7 @@ class Compressor:
         self.storage = storage
         self.study_name = study_name
         self.max_attempts = max_attempts
+        self.shape = shape
         self.batch_size = batch_size
         self.progress = progress
 
@@ -344,10 +355,19 @@ class Compressor:
             "eps": self.eps,
             "relative": self.relative,
             "space": self.space,
+            "shape": self.shape,
+            "bounds": self._bounds_setting(),
             "evaluation": asdict(self.evaluation),
             "data": data_name,
             "seed": self.seed,
         }
+
+    def _bounds_setting(self) -> Any:
+        if isinstance(self.bounds, Sensitivity):
+            return "sensitivity (given)"
+        if isinstance(self.bounds, Mapping):
+            return {k: list(v) for k, v in self.bounds.items()}
+        return list(self.bounds) if isinstance(self.bounds, tuple) else self.bounds
 
     # -- candidates ---------------------------------------------------------------------
     def _candidate(
@@ -440,7 +460,10 @@ class Compressor:
             )
             prep["sensitivity"] = sens.to_dict()
             phases["sensitivity"] = time.perf_counter() - t
-        space = SearchSpace(units, self.space)
+        shape = self._global_shape(units, ctx) if self.shape == "global" else None
+        if shape:
+            prep["shape"] = shape
+        space = SearchSpace(units, self.space, shape=shape)
         best = None
         if ev.calibrate and ev.calibration_steps:
             t = time.perf_counter()
@@ -459,6 +482,31 @@ class Compressor:
             calibration=records,
         )
         return prep
+
+    def _global_shape(self, units: list[Unit], ctx: dict[str, Any]) -> dict[str, list[float]]:
+        """Per-unit positions that follow one global magnitude ranking, per level.
+
+        At level ``l`` the weights of all units are ranked together and the smallest
+        ``l * max(high)`` of them removed; each unit's resulting sparsity, as a position in
+        its range, is its shape value. Big layers with many small weights are pruned
+        harder than small ones, as global magnitude pruning does.
+        """
+        if not isinstance(self.scheme, Prune) or self.scheme.scope != "layer":
+            return {}
+        model = ctx["original"]
+        mags = {u.name: model.get_submodule(u.name).weight.detach().abs().flatten() for u in units}
+        everything = torch.cat(list(mags.values())).sort().values
+        top = max(u.high for u in units)
+        shape: dict[str, list[float]] = {u.name: [] for u in units}
+        for k in range(21):
+            target = k / 20 * top
+            n = int(round(target * everything.numel()))
+            threshold = everything[n - 1] if n > 0 else -1.0
+            for u in units:
+                s = float((mags[u.name] <= threshold).float().mean())
+                pos = (s - u.low) / (u.high - u.low) if u.high > u.low else 0.0
+                shape[u.name].append(round(min(1.0, max(0.0, pos)), 6))
+        return shape
 
     def _sensitivity(self, ctx: dict[str, Any]) -> Sensitivity:
         ev = self.evaluation
@@ -500,7 +548,13 @@ class Compressor:
         ev = self.evaluation
         original, x, loaders = ctx["original"], ctx["x"], ctx["loaders"]
         cheap = self._calibration_recovery()
-        lo, hi = 0.0, 1.0
+        # unstructured pruning at half its range is practically always harmless: start there
+        ops = (
+            [u.name.split(":", 1)[0] for u in space.units]
+            if isinstance(self.scheme, Compose)
+            else [self.scheme.op]
+        )
+        lo, hi = (0.5 if all(op in ("prune", "block_prune") for op in ops) else 0.0), 1.0
         best: tuple[float, float] | None = None
         levels, records = [], []
         for k in range(ev.calibration_steps):
@@ -674,7 +728,9 @@ class Compressor:
             prep = self._prepare(units, ctx, phases)
             study.set_user_attr("prepared", prep)
         units = [Unit(**u) for u in prep["units"]]
-        space = SearchSpace(units, self.space, level_range=tuple(prep["level_range"]))
+        space = SearchSpace(
+            units, self.space, level_range=tuple(prep["level_range"]), shape=prep.get("shape")
+        )
         ctx["tau"] = float(prep["tau"])
         wanted = ", ".join(f"{o.direction} {o.metric.describe()}" for o in self.objectives)
         self.log(
@@ -682,12 +738,15 @@ class Compressor:
             f"[{space.level_range[0]:.2f}, {space.level_range[1]:.2f}], {self.sampler} sampler), "
             f"objective {wanted}; feasible when the proxy drop is <= {ctx['tau']:.4f}"
         )
+        timeout = None
+        if self.timeout is not None:  # the budget covers sensitivity and calibration too
+            timeout = max(1.0, self.timeout - (time.perf_counter() - t))
         run_trials(
             study,
             space,
             lambda sp: self._evaluate(sp, ctx),
             n_trials=self.n_trials,
-            timeout=self.timeout,
+            timeout=timeout,
             eps=ctx["tau"],
             directions=directions,
             sampler_name=self.sampler,
@@ -826,6 +885,8 @@ class Compressor:
             "relative": self.relative,
             "sampler": self.sampler,
             "space": self.space,
+            "shape": self.shape,
+            "bounds": self._bounds_setting(),
             "units": [asdict(u) for u in units],
             "n_trials": self.n_trials,
             "timeout": self.timeout,

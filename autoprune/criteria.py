@@ -114,8 +114,10 @@ def weight_scores(
 
 
 def check_criterion(criterion: str, registry: Registry, param: str = "criterion") -> str:
-    if criterion not in registry:
-        registry.get(criterion)  # raises with the list of names
-    if not isinstance(criterion, str):
-        raise ConfigError(f"{param}: expected a name, got {criterion!r}")
+    """Return ``criterion`` if ``registry`` knows it, else raise naming ``param``."""
+    if not isinstance(criterion, str) or criterion not in registry:
+        try:
+            registry.get(str(criterion))
+        except ConfigError as exc:
+            raise ConfigError(f"{param}: {exc}") from None
     return criterion

@@ -60,6 +60,7 @@ class SearchSpace:
         mode: str = "offsets",
         width: float = 0.35,
         level_range: tuple[float, float] = (0.0, 1.0),
+        shape: dict[str, list[float]] | None = None,
     ) -> None:
         if mode not in SPACES:
             raise ConfigError(f"search.space: expected one of {', '.join(SPACES)}, got {mode!r}")
@@ -75,6 +76,7 @@ class SearchSpace:
         self.mode = mode
         self.width = float(width)
         self.level_range = (float(level_range[0]), float(level_range[1]))
+        self.shape = dict(shape or {})
 
     def _key(self, i: int) -> str:
         return f"offset_{i:03d}" if self.mode == "offsets" else f"s_{i:03d}"
@@ -98,12 +100,22 @@ class SearchSpace:
             if self.mode == "independent":
                 s = params[self._key(i)]
             else:
-                t = params["level"] + (
+                t = self.position(u.name, params["level"]) + (
                     params.get(self._key(i), 0.0) if self.mode == "offsets" else 0.0
                 )
                 s = u.low + min(1.0, max(0.0, t)) * (u.high - u.low)
             out[u.name] = round(float(s), 6)
         return out
+
+    def position(self, unit: str, level: float) -> float:
+        """Where ``level`` puts ``unit`` in its range: ``level`` itself, or the unit's value
+        in the allocation ``shape`` (a table over evenly spaced levels), interpolated."""
+        table = self.shape.get(unit) if self.shape else None
+        if not table:
+            return level
+        x = min(1.0, max(0.0, level)) * (len(table) - 1)
+        i = min(int(x), len(table) - 2)
+        return table[i] + (x - i) * (table[i + 1] - table[i])
 
     def uniform_params(self, level: float) -> dict[str, float]:
         """Parameters that put every unit at ``level`` of its range (a warm start)."""

@@ -1,32 +1,144 @@
+import os
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from autoprune import __version__
 from autoprune.cli import main
 
+SPEC = """
+model: {name: small_cnn, options: {width: 8}, train: {epochs: 4, batch_size: 64}}
+data: {name: digits, batch_size: 64}
+scheme: {filter_prune: {}}
+objective: {minimize: macs}
+eps: 0.05
+search:
+  trials: 5
+  evaluation: {calibration_steps: 1, finetune_epochs: 0.5, bn_batches: 5}
+recovery: {finetune: {epochs: 1}}
+sensitivity: {levels: [0.25, 0.5, 0.75]}
+"""
 
-def test_version_and_help(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["--version"])
-    assert exc.value.code == 0
-    assert __version__ in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["demo", "--help"])
-    out = capsys.readouterr().out
-    assert "--sparsity" in out and "--finetune-epochs" in out
+
+def run(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_demo_prunes_with_every_operator(capsys):
-    assert (
-        main(["demo", "--epochs", "2", "--finetune-epochs", "1", "--quiet", "--sparsity", "0.5"])
-        == 0
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    spec = d / "digits.yaml"
+    spec.write_text(SPEC)
+    out = d / "run"
+    code = main(["search", str(spec), "--out", str(out), "--quiet", "--seed", "1"])
+    return spec, out, code
+
+
+def test_version_and_every_help(capsys):
+    code, out, _ = run(["--version"], capsys)
+    assert code == 0 and __version__ in out
+    for command in ("search", "sensitivity", "report", "validate", "export", "demo"):
+        code, out, _ = run([command, "--help"], capsys)
+        assert code == 0 and "usage: autoprune " + command in out
+
+
+def test_search_leaves_everything_behind(search_run, capsys):
+    spec, out, code = search_run
+    assert code == 0
+    for name in (
+        "spec.yaml",
+        "study.db",
+        "trials.csv",
+        "result.json",
+        "run.log",
+        "model.pt",
+        "model.apz",
+        "plan.json",
+        "original.pt",
+        "report.md",
+        "report.html",
+        "history.png",
+        "per_layer.png",
+        "channel_norms.png",
+    ):
+        assert (out / name).is_file(), name
+    log = (out / "run.log").read_text()
+    assert "trial   0" in log and "recovered trial" in log
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Summary" in html and "Environment" in html
+    assert 'src="history.png"' not in html  # self-contained
+
+
+def test_search_resumes_with_more_trials(search_run, capsys):
+    spec, out, _ = search_run
+    code, stdout, _ = run(
+        ["search", str(spec), "--out", str(out), "--quiet", "--seed", "1", "--trials", "7"], capsys
     )
-    out = capsys.readouterr().out
-    for op in ("original", "prune", "filter_prune", "neuron_prune", "block_prune"):
-        assert f"\n{op} " in out
-    assert "test_acc" in out and "speedup" in out
+    assert code == 0
+    rows = (out / "trials.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 7
+
+
+def test_report_is_rebuilt(search_run, capsys):
+    _, out, _ = search_run
+    os.remove(out / "report.html")
+    code, stdout, _ = run(["report", str(out)], capsys)
+    assert code == 0 and (out / "report.html").is_file()
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_export_round_trip(search_run, capsys, fmt, tmp_path):
+    from autoprune.result import CompressionResult
+
+    _, out, _ = search_run
+    target = tmp_path / f"model.{fmt}"
+    code, stdout, _ = run(["export", str(out), "--format", fmt, "--out", str(target)], capsys)
+    assert code == 0 and "outputs match" in stdout
+    model = CompressionResult.load(out).model.eval()
+    x = torch.randn(3, 1, 8, 8)
+    loaded = torch.jit.load(target) if fmt == "torchscript" else torch.export.load(target).module()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_export_onnx_names_the_missing_package(search_run, capsys):
+    import importlib.util
+
+    _, out, _ = search_run
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxscript"):
+        pytest.skip("onnx is installed here")
+    code, _, err = run(["export", str(out), "--format", "onnx"], capsys)
+    assert code == 2 and "pip install onnx" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sensitivity_command_and_bounds_from_it(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SPEC)
+    code, stdout, _ = run(
+        ["sensitivity", str(spec), "--out", str(tmp_path / "sens"), "--quiet"], capsys
+    )
+    assert code == 0 and "largest sparsity within" in stdout
+    for name in ("sensitivity.csv", "sensitivity.json", "sensitivity.png"):
+        assert (tmp_path / "sens" / name).is_file()
+    csv = (tmp_path / "sens" / "sensitivity.csv").read_text().splitlines()
+    assert csv[0] == "unit,size,0.25,0.5,0.75" and len(csv) == 4  # three coupled groups
+    spec.write_text(SPEC.replace("trials: 5", "trials: 3\n  bounds: sens/sensitivity.json"))
+    code, stdout, _ = run(["validate", str(spec)], capsys)
+    assert code == 0 and "sensitivity.json" in stdout
+
+
+def test_validate_prints_the_resolved_spec(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("eps: 0.03\n")
+    code, out, _ = run(["validate", str(spec)], capsys)
+    assert code == 0 and "valid" in out and "sampler: tpe" in out and "eps: 0.03" in out
 
 
 @pytest.mark.parametrize(
@@ -36,28 +148,40 @@ def test_demo_prunes_with_every_operator(capsys):
             ["demo", "--sparsity", "1.5"],
             "argument --sparsity: expected a number in [0, 1), got 1.5",
         ),
-        (["demo", "--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
-        (["demo", "--model", "vit"], "--model: expected resnet10, small_cnn or mlp, got 'vit'"),
+        (["search", "nope.yaml"], "spec: file not found: nope.yaml"),
+        (["search", "SPEC", "--trials", "0"], "argument --trials: expected a positive integer"),
+        (
+            ["validate", "SPEC"],
+            "scheme.filter_prune.sparsity: expected a number in [0, 1), got 1.5",
+        ),
+        (["report", "/no/such/run"], "no run in /no/such/run"),
+        (["export", "/no/such/run", "--format", "pt2"], "no saved result in /no/such/run"),
+        (["export", "/no/such/run", "--format", "tflite"], "argument --format: invalid choice"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
     ],
 )
-def test_bad_input_is_one_line_and_status_2(argv, message, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
+def test_bad_input_is_one_line_and_status_2(argv, message, capsys, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scheme: {filter_prune: {sparsity: 1.5}}\n")
+    argv = [str(bad) if a == "SPEC" else a for a in argv]
+    code, _, err = run(argv, capsys)
     assert code == 2
-    err = capsys.readouterr().err.strip()
     assert message in err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_python_dash_m_is_the_command():
     proc = subprocess.run(
-        [sys.executable, "-m", "autoprune", "demo", "--sparsity", "2"],
+        [sys.executable, "-m", "autoprune", "--version"],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "--sparsity" in proc.stderr
+    assert proc.returncode == 0 and __version__ in proc.stdout
+
+
+def test_demo_prunes_with_every_operator(capsys):
+    code, out, _ = run(["demo", "--epochs", "2", "--finetune-epochs", "1", "--quiet"], capsys)
+    assert code == 0
+    for op in ("original", "prune", "filter_prune", "neuron_prune", "block_prune"):
+        assert f"\n{op} " in out

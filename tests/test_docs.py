@@ -1,4 +1,7 @@
-"""The Python examples in the README and docs/ run as written."""
+"""The Python examples in the README and docs/ run as written.
+
+Blocks fenced as ```python run here; ```py marks a snippet that needs a run directory.
+"""
 
 import re
 from pathlib import Path

@@ -1,0 +1,222 @@
+"""Turn a validated spec into objects and runs: what the command line does, in Python.
+
+>>> from autoprune import spec, runner
+>>> s = spec.validate({"model": "mlp", "data": "digits", "scheme": {"prune": {}}})
+>>> data = runner.build_data(s)
+>>> data.name
+'digits'
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import time
+
+import torch
+from torch import nn
+
+from . import encoding, objectives, sensitivity
+from .compressor import Compressor, Evaluation
+from .data import Data, load_data
+from .errors import ConfigError
+from .models import create_model, load_checkpoint
+from .objectives import Maximize, Minimize
+from .recovery import recoveries
+from .result import CompressionResult
+from .schemes import Compose, schemes
+from .spec import Spec, _metric_with_options
+from .training import evaluate, seed_everything, train
+
+logger = logging.getLogger("autoprune")
+
+
+def build_data(spec: Spec) -> Data:
+    d = spec.resolved["data"]
+    options = dict(d["options"])
+    if d["name"] == "digits":
+        options.setdefault("seed", d["seed"])
+    return load_data(d["name"], **options)
+
+
+def build_scheme(spec: Spec):
+    ops = []
+    for item in spec.resolved["scheme"]:
+        ((name, options),) = item.items()
+        options = {k: tuple(v) if k == "block" else v for k, v in options.items()}
+        ops.append(schemes.get(name)(**options))
+    return ops[0] if len(ops) == 1 else Compose(ops)
+
+
+def build_objectives(spec: Spec) -> list:
+    out = []
+    for item in spec.resolved["objective"]:
+        direction = "maximize" if "maximize" in item else "minimize"
+        name = item[direction]
+        options = {k: v for k, v in item.items() if k != direction}
+        if ":" in name:
+            from .registry import import_callable
+
+            metric = objectives.FunctionMetric(import_callable(name, "objective"), name=name)
+        elif options:
+            metric = _metric_with_options("objective", name, options)
+        else:
+            metric = objectives.metrics_registry.get(name)
+        out.append(Maximize(metric) if direction == "maximize" else Minimize(metric))
+    return out
+
+
+def build_recovery(spec: Spec):
+    ((name, options),) = spec.resolved["recovery"].items()
+    return recoveries.get(name)(**options)
+
+
+def _baseline_key(spec: Spec, data: Data) -> str:
+    r = spec.resolved
+    text = json.dumps(
+        {"model": r["model"], "data": r["data"], "shape": data.input_shape},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def build_model(spec: Spec, data: Data, out_dir: str, progress: bool = True) -> nn.Module:
+    """The model: from a checkpoint, or trained as the spec says (cached in ``out_dir``)."""
+    m = spec.resolved["model"]
+    model = create_model(m["name"], data.num_classes, data.input_shape, **m["options"])
+    if m.get("checkpoint"):
+        load_checkpoint(model, m["checkpoint"])
+        logger.info(f"model {m['name']}: weights from {m['checkpoint']}")
+        return model.eval()
+    cache = os.path.join(out_dir, f"baseline-{_baseline_key(spec, data)}.pt")
+    if os.path.isfile(cache):
+        load_checkpoint(model, cache)
+        logger.info(f"model {m['name']}: baseline weights from the cache {cache}")
+        return model.eval()
+    t = m["train"]
+    if t["epochs"] <= 0:
+        raise ConfigError("model.checkpoint: give a checkpoint or model.train.epochs > 0")
+    logger.info(f"model {m['name']}: training a baseline for {t['epochs']:g} epochs")
+    loaders = data.loaders(batch_size=t["batch_size"], seed=t["seed"])
+    seed_everything(t["seed"])
+    start = time.perf_counter()
+    train(
+        model,
+        loaders.train,
+        epochs=t["epochs"],
+        lr=t["lr"],
+        seed=t["seed"],
+        progress=progress,
+        desc="baseline",
+    )
+    acc = evaluate(model, loaders.val).accuracy
+    logger.info(f"baseline trained in {time.perf_counter() - start:.0f} s: val accuracy {acc:.4f}")
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    encoding.atomic_write(cache, buf.getvalue())
+    return model.eval()
+
+
+def build_compressor(
+    spec: Spec, model: nn.Module, data: Data, out_dir: str, progress: bool = True
+) -> Compressor:
+    r = spec.resolved
+    s = r["search"]
+    bounds = s["bounds"]
+    if isinstance(bounds, str) and bounds.endswith(".json"):
+        bounds = sensitivity.Sensitivity.load(bounds)
+    elif isinstance(bounds, list):
+        bounds = tuple(bounds)
+    elif isinstance(bounds, dict):
+        bounds = {k: tuple(v) for k, v in bounds.items()}
+    evaluation = {k: tuple(v) if isinstance(v, list) else v for k, v in s["evaluation"].items()}
+    return Compressor(
+        model,
+        build_objectives(spec),
+        r["eps"],
+        scheme=build_scheme(spec),
+        data=data,
+        recovery=build_recovery(spec),
+        relative=r["relative"],
+        n_trials=s["trials"],
+        timeout=s["timeout"],
+        sampler=s["sampler"],
+        space=s["space"],
+        bounds=bounds,
+        evaluation=Evaluation(**evaluation),
+        seed=s["seed"],
+        out_dir=out_dir,
+        storage=s["storage"],
+        study_name=s["study"],
+        max_attempts=s["max_attempts"],
+        batch_size=r["data"]["batch_size"],
+        progress=progress,
+    )
+
+
+class RunLog:
+    """Send the ``autoprune`` logger to ``run.log`` (and to stderr unless quiet)."""
+
+    def __init__(self, out_dir: str, quiet: bool) -> None:
+        os.makedirs(out_dir, exist_ok=True)
+        self.handlers = [logging.FileHandler(os.path.join(out_dir, "run.log"))]
+        self.handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        if not quiet:
+            console = _TqdmHandler()
+            console.setFormatter(logging.Formatter("%(message)s"))
+            self.handlers.append(console)
+
+    def __enter__(self) -> RunLog:
+        logger.setLevel(logging.INFO)
+        for h in self.handlers:
+            logger.addHandler(h)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self.handlers:
+            logger.removeHandler(h)
+            h.close()
+
+
+class _TqdmHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def search(spec: Spec, out_dir: str, quiet: bool = False) -> CompressionResult:
+    """Run a spec's whole job into ``out_dir``; returns the result (also saved there)."""
+    os.makedirs(out_dir, exist_ok=True)
+    encoding.atomic_write(os.path.join(out_dir, "spec.yaml"), spec.to_yaml().encode())
+    with RunLog(out_dir, quiet):
+        logger.info(f"autoprune search {spec.source or ''} -> {out_dir}")
+        data = build_data(spec)
+        logger.info(
+            f"data {data.name}: {len(data.train)} train, {len(data.val)} val, "
+            f"{len(data.test)} test, input {data.input_shape}, {data.num_classes} classes"
+        )
+        model = build_model(spec, data, out_dir, progress=not quiet)
+        original = copy.deepcopy(model.state_dict())
+        buf = io.BytesIO()
+        torch.save(original, buf)
+        encoding.atomic_write(os.path.join(out_dir, "original.pt"), buf.getvalue())
+        compressor = build_compressor(spec, model, data, out_dir, progress=not quiet)
+        result = compressor.run()
+        sens = result.settings.get("sensitivity")
+        if sens:
+            encoding.atomic_write(
+                os.path.join(out_dir, "sensitivity.json"), json.dumps(sens, indent=2).encode()
+            )
+        if spec.resolved["output"]["report"]:
+            from .report import build
+
+            md, page = build(out_dir)
+            logger.info(f"report: {page}")
+    return result

@@ -1,0 +1,532 @@
+"""The YAML spec: schema, validation with key paths, and resolution into objects.
+
+A spec is checked whole before any work starts. Each fault is one :class:`SpecError` whose
+message names the key path, what was expected and what was found::
+
+    >>> validate({"eps": -0.1})
+    Traceback (most recent call last):
+    ...
+    autoprune.spec.SpecError: eps: expected a number in [0, 1), got -0.1
+
+``docs/spec.md`` documents every key.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import AutopruneError, ConfigError
+from .registry import did_you_mean
+
+
+class SpecError(ConfigError):
+    """A spec is invalid; the message starts with the key path."""
+
+
+# -- checkers ----------------------------------------------------------------------------
+
+
+def _fail(path: str, what: str, value: Any) -> SpecError:
+    shown = f"{value:g}" if isinstance(value, float) else repr(value)
+    return SpecError(f"{path}: expected {what}, got {shown}")
+
+
+def _number(
+    path: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> float:
+    kind = "an integer" if integer else "a number"
+    rng = ""
+    if low is not None or high is not None:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        rng = f" in {'(' if low_open else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(path, kind + rng, value)
+    if integer and not float(value).is_integer():
+        raise _fail(path, kind + rng, value)
+    v = float(value)
+    if math.isnan(v):
+        raise _fail(path, kind + rng, value)
+    if low is not None and (v < low or (low_open and v == low)):
+        raise _fail(path, kind + rng, value)
+    if high is not None and (v > high or (high_open and v == high)):
+        raise _fail(path, kind + rng, value)
+    return int(v) if integer else v
+
+
+def _str(path: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(path, "a non-empty string", value)
+    return value
+
+
+def _bool(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(path, "true or false", value)
+    return value
+
+
+def _mapping(path: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(path, "a mapping", value)
+    return dict(value)
+
+
+def _keys(path: str, value: Mapping, allowed: list[str]) -> None:
+    for key in value:
+        if key not in allowed:
+            where = f"{path}." if path else ""
+            raise SpecError(
+                f"{where}{key}: unknown key{did_you_mean(str(key), allowed)}; "
+                f"allowed: {', '.join(allowed)}"
+            )
+
+
+def _relay(path: str, exc: AutopruneError) -> SpecError:
+    """Re-raise a constructor's ConfigError ("param: ...") under the spec's key path."""
+    msg = str(exc)
+    if msg.startswith(path):
+        return SpecError(msg)
+    parent, _, last = path.rpartition(".")
+    if parent and msg.startswith(f"{last}."):  # "lc.mu_init: ..." under "recovery.lc"
+        return SpecError(f"{parent}.{msg}")
+    return SpecError(f"{path}.{msg}")
+
+
+def _kwargs_for(path: str, fn: Callable, options: Mapping, skip: tuple[str, ...] = ()) -> None:
+    """Unknown option names for ``fn`` are spec errors with suggestions."""
+    params = inspect.signature(fn).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [n for n in params if n not in skip and n != "self"]
+    _keys(path, options, allowed)
+
+
+# -- the schema --------------------------------------------------------------------------
+
+TOP = [
+    "model",
+    "data",
+    "scheme",
+    "objective",
+    "eps",
+    "relative",
+    "search",
+    "recovery",
+    "sensitivity",
+    "output",
+]
+MODEL = ["name", "options", "checkpoint", "train"]
+TRAIN = ["epochs", "lr", "batch_size", "seed"]
+DATA = ["name", "root", "options", "batch_size", "eval_batch_size", "seed"]
+SEARCH = [
+    "sampler",
+    "trials",
+    "timeout",
+    "storage",
+    "study",
+    "seed",
+    "bounds",
+    "space",
+    "evaluation",
+    "max_attempts",
+]
+SENSITIVITY = ["levels", "bn_batches", "finetune_steps", "val_batches", "threshold"]
+OUTPUT = ["dir", "report"]
+OBJECTIVE_KEYS = ["maximize", "minimize"]
+PATH_OPTIONS = ("train", "test", "root", "path")
+
+
+@dataclass
+class Spec:
+    """A validated spec with every default filled in (``resolved``), plus where it lives."""
+
+    resolved: dict[str, Any]
+    base_dir: str = "."
+    source: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.resolved, sort_keys=False)
+
+
+def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> Spec:
+    """Read a YAML spec with ``yaml.safe_load`` and validate it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise SpecError(f"spec: file not found: {path}")
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"spec: {path} is not valid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"spec: {path} must hold a mapping of sections, got {type(raw).__name__}")
+    raw = dict(raw)
+    for key, value in (overrides or {}).items():
+        _set_path(raw, key, value)
+    return validate(raw, base_dir=os.path.dirname(os.path.abspath(path)), source=path)
+
+
+def _set_path(raw: dict, dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), Mapping):
+            node[part] = {}
+        node[part] = dict(node[part])
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def validate(raw: Mapping[str, Any], base_dir: str = ".", source: str | None = None) -> Spec:
+    """Check every key of a spec and fill in the defaults; raises :class:`SpecError`."""
+    raw = _mapping("spec", raw)
+    _keys("", raw, TOP)
+    out: dict[str, Any] = {}
+    out["model"] = _model(raw.get("model"), base_dir)
+    out["data"] = _data(raw.get("data"), base_dir)
+    out["scheme"] = _scheme(raw.get("scheme", {"filter_prune": {}}))
+    out["objective"] = _objective(raw.get("objective", "throughput"))
+    out["eps"] = _number("eps", raw.get("eps", 0.01), 0.0, 1.0, high_open=True)
+    out["relative"] = _bool("relative", raw.get("relative", False))
+    out["search"] = _search(raw.get("search"), base_dir)
+    out["recovery"] = _recovery(raw.get("recovery", "finetune"))
+    out["sensitivity"] = _sensitivity(raw.get("sensitivity"))
+    out["output"] = _output(raw.get("output"), base_dir, source)
+    return Spec(out, base_dir=base_dir, source=source)
+
+
+def _abspath(base_dir: str, value: str) -> str:
+    value = os.path.expanduser(value)
+    return value if os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
+
+
+def _model(raw: Any, base_dir: str) -> dict:
+    from .models import models, torchvision_models
+
+    if raw is None:
+        raw = {"name": "small_cnn"}
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    raw = _mapping("model", raw)
+    _keys("model", raw, MODEL)
+    name = _str("model.name", raw.get("name", "small_cnn"))
+    if ":" not in name and name not in models and name not in torchvision_models():
+        known = models.names() + [
+            "<any torchvision classification model>",
+            "package.module:function",
+        ]
+        hint = did_you_mean(name, models.names() + torchvision_models())
+        raise SpecError(f"model.name: unknown model {name!r}{hint}; known: {', '.join(known)}")
+    options = _mapping("model.options", raw.get("options"))
+    if name in models:
+        _kwargs_for("model.options", models.get(name), options, skip=("num_classes", "input_shape"))
+    out: dict[str, Any] = {"name": name, "options": options}
+    if raw.get("checkpoint") is not None:
+        ck = _abspath(base_dir, _str("model.checkpoint", raw["checkpoint"]))
+        if not os.path.isfile(ck):
+            raise SpecError(f"model.checkpoint: file not found: {ck}")
+        out["checkpoint"] = ck
+    train = _mapping("model.train", raw.get("train"))
+    _keys("model.train", train, TRAIN)
+    out["train"] = {
+        "epochs": _number("model.train.epochs", train.get("epochs", 10), 0, None),
+        "lr": _number("model.train.lr", train.get("lr", 0.05), 0, None, low_open=True),
+        "batch_size": _number(
+            "model.train.batch_size", train.get("batch_size", 128), 1, None, integer=True
+        ),
+        "seed": _number("model.train.seed", train.get("seed", 0), integer=True),
+    }
+    return out
+
+
+def _data(raw: Any, base_dir: str) -> dict:
+    from .data import datasets
+
+    if raw is None:
+        raw = {"name": "digits"}
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    raw = _mapping("data", raw)
+    _keys("data", raw, DATA)
+    name = _str("data.name", raw.get("name", "digits"))
+    if ":" not in name and name not in datasets:
+        raise SpecError(
+            f"data.name: unknown dataset {name!r}{did_you_mean(name, datasets.names())}; "
+            f"known: {', '.join(datasets.names())}, package.module:function"
+        )
+    root = raw.get("root")
+    root = _abspath(base_dir, _str("data.root", root)) if root is not None else None
+    options = _mapping("data.options", raw.get("options"))
+    if name in datasets:
+        _kwargs_for("data.options", datasets.get(name), options)
+    resolved_options = dict(options)
+    for key in PATH_OPTIONS:
+        if key in options and isinstance(options[key], str):
+            resolved_options[key] = _abspath(root or base_dir, options[key])
+            if not os.path.exists(resolved_options[key]):
+                hint = " (set data.root or --data-root)" if root is None else ""
+                raise SpecError(f"data.options.{key}: not found: {resolved_options[key]}{hint}")
+    if root is not None and not os.path.isdir(root):
+        raise SpecError(f"data.root: directory not found: {root} (set data.root or --data-root)")
+    return {
+        "name": name,
+        "root": root,
+        "options": resolved_options,
+        "batch_size": _number("data.batch_size", raw.get("batch_size", 128), 1, None, integer=True),
+        "eval_batch_size": _number(
+            "data.eval_batch_size", raw.get("eval_batch_size", 512), 1, None, integer=True
+        ),
+        "seed": _number("data.seed", raw.get("seed", 0), integer=True),
+    }
+
+
+def _scheme(raw: Any) -> list[dict]:
+    from .schemes import schemes
+
+    ops = [n for n in schemes.names() if n != "compose"]
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise SpecError("scheme: expected an operator, e.g. {filter_prune: {sparsity: 0.5}}")
+    out = []
+    for i, item in enumerate(items):
+        path = f"scheme[{i}]" if isinstance(raw, list) else "scheme"
+        if isinstance(item, str):
+            item = {item: {}}
+        item = _mapping(path, item)
+        if len(item) != 1:
+            raise SpecError(
+                f"{path}: expected one operator name as key ({', '.join(ops)}), "
+                f"got {list(item) or 'nothing'}"
+            )
+        ((op, options),) = item.items()
+        if op not in ops:
+            raise SpecError(
+                f"{path}.{op}: unknown scheme{did_you_mean(str(op), ops)}; known: {', '.join(ops)}"
+            )
+        options = _mapping(f"{path}.{op}", options)
+        cls = schemes.get(op)
+        _kwargs_for(f"{path}.{op}", cls.__init__, options)
+        try:
+            cls(**options)
+        except AutopruneError as exc:
+            raise _relay(f"{path}.{op}", exc) from None
+        out.append({op: options})
+    return out
+
+
+def _objective(raw: Any) -> list[dict]:
+    from .objectives import metrics_registry
+
+    items = raw if isinstance(raw, list) else [raw]
+    if not items:
+        raise SpecError("objective: expected at least one objective, e.g. throughput")
+    out = []
+    for i, item in enumerate(items):
+        path = f"objective[{i}]" if isinstance(raw, list) else "objective"
+        if isinstance(item, str):
+            item = {
+                metrics_registry.get(item).natural if item in metrics_registry else "maximize": item
+            }
+        item = _mapping(path, item)
+        directions = [k for k in OBJECTIVE_KEYS if k in item]
+        if len(directions) != 1:
+            raise SpecError(
+                f"{path}: expected 'maximize: NAME' or 'minimize: NAME', got {dict(item)!r}"
+            )
+        direction = directions[0]
+        name = _str(f"{path}.{direction}", item[direction])
+        options = {k: v for k, v in item.items() if k != direction}
+        if ":" not in name and name not in metrics_registry:
+            raise SpecError(
+                f"{path}.{direction}: unknown objective {name!r}"
+                f"{did_you_mean(name, metrics_registry.names())}; known: "
+                f"{', '.join(metrics_registry.names())}, package.module:function"
+            )
+        if options:
+            _metric_with_options(f"{path}", name, options)
+        out.append({direction: name, **options})
+    names = [next(iter(o.values())) for o in out]
+    if len(set(names)) != len(names):
+        raise SpecError(f"objective: the same objective is listed twice ({names})")
+    return out
+
+
+def _metric_with_options(path: str, name: str, options: dict) -> Any:
+    from .objectives import Latency, Size, Throughput, metrics_registry
+
+    classes = {"throughput": Throughput, "latency": Latency}
+    base = metrics_registry.get(name) if name in metrics_registry else None
+    if name in classes:
+        cls, fixed = classes[name], {}
+    elif isinstance(base, Size):
+        cls = Size
+        fixed = {"values": base.values, "encoding": base.encoding, "inference": base.inference}
+    else:
+        raise SpecError(f"{path}: objective {name!r} takes no options, got {sorted(options)}")
+    _kwargs_for(path, cls.__init__, options)
+    try:
+        return cls(**{**fixed, **options})
+    except AutopruneError as exc:
+        raise _relay(path, exc) from None
+
+
+def _search(raw: Any, base_dir: str) -> dict:
+    from .compressor import Evaluation
+    from .search import SPACES, samplers
+
+    raw = _mapping("search", raw)
+    _keys("search", raw, SEARCH)
+    sampler = _str("search.sampler", raw.get("sampler", "tpe"))
+    if sampler not in samplers:
+        raise SpecError(
+            f"search.sampler: unknown sampler {sampler!r}"
+            f"{did_you_mean(sampler, samplers.names())}; known: {', '.join(samplers.names())}"
+        )
+    trials = raw.get("trials", 30)
+    trials = None if trials is None else _number("search.trials", trials, 1, None, integer=True)
+    timeout = raw.get("timeout")
+    timeout = (
+        None if timeout is None else _number("search.timeout", timeout, 0, None, low_open=True)
+    )
+    if trials is None and timeout is None:
+        raise SpecError("search.trials: give a number of trials or a search.timeout")
+    space = _str("search.space", raw.get("space", "offsets"))
+    if space not in SPACES:
+        raise SpecError(f"search.space: expected one of {', '.join(SPACES)}, got {space!r}")
+    bounds = raw.get("bounds")
+    if bounds is not None:
+        if isinstance(bounds, str):
+            if bounds != "sensitivity" and not bounds.endswith(".json"):
+                raise SpecError(
+                    f"search.bounds: expected [low, high], a mapping of them, "
+                    f"'sensitivity' or a sensitivity .json file, got {bounds!r}"
+                )
+            if bounds.endswith(".json"):
+                bounds = _abspath(base_dir, bounds)
+                if not os.path.isfile(bounds):
+                    raise SpecError(f"search.bounds: file not found: {bounds}")
+        elif isinstance(bounds, Mapping):
+            bounds = {str(k): _bounds_pair(f"search.bounds[{k!r}]", v) for k, v in bounds.items()}
+        else:
+            bounds = _bounds_pair("search.bounds", bounds)
+    evaluation = _mapping("search.evaluation", raw.get("evaluation"))
+    _kwargs_for("search.evaluation", Evaluation, evaluation)
+    try:
+        Evaluation(**{k: tuple(v) if isinstance(v, list) else v for k, v in evaluation.items()})
+    except AutopruneError as exc:
+        raise _relay("search", exc) from None
+    storage = raw.get("storage")
+    if storage is not None:
+        _str("search.storage", storage)
+    return {
+        "sampler": sampler,
+        "trials": trials,
+        "timeout": timeout,
+        "storage": storage,
+        "study": _str("search.study", raw.get("study", "autoprune")),
+        "seed": _number("search.seed", raw.get("seed", 0), integer=True),
+        "bounds": bounds,
+        "space": space,
+        "evaluation": evaluation,
+        "max_attempts": _number(
+            "search.max_attempts", raw.get("max_attempts", 3), 1, None, integer=True
+        ),
+    }
+
+
+def _bounds_pair(path: str, value: Any) -> list[float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _fail(path, "[low, high]", value)
+    low = _number(path, value[0], 0.0, 1.0, high_open=True)
+    high = _number(path, value[1], 0.0, 1.0, high_open=True)
+    if low > high:
+        raise SpecError(f"{path}: expected low <= high, got [{low:g}, {high:g}]")
+    return [low, high]
+
+
+def _recovery(raw: Any) -> dict:
+    from .recovery import recoveries
+
+    if isinstance(raw, str):
+        raw = {raw: {}}
+    raw = _mapping("recovery", raw)
+    if len(raw) != 1:
+        raise SpecError(
+            f"recovery: expected one of {', '.join(recoveries.names())} as key, "
+            f"got {list(raw) or 'nothing'}"
+        )
+    ((name, options),) = raw.items()
+    if name not in recoveries:
+        raise SpecError(
+            f"recovery.{name}: unknown recovery{did_you_mean(str(name), recoveries.names())}; "
+            f"known: {', '.join(recoveries.names())}"
+        )
+    options = _mapping(f"recovery.{name}", options)
+    cls = recoveries.get(name)
+    _kwargs_for(f"recovery.{name}", cls.__init__, options)
+    try:
+        cls(**options)
+    except AutopruneError as exc:
+        raise _relay(f"recovery.{name}", exc) from None
+    return {name: options}
+
+
+def _sensitivity(raw: Any) -> dict:
+    raw = _mapping("sensitivity", raw)
+    _keys("sensitivity", raw, SENSITIVITY)
+    levels = raw.get("levels", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    if not isinstance(levels, list) or not levels:
+        raise _fail("sensitivity.levels", "a list of sparsities", levels)
+    levels = [
+        _number(f"sensitivity.levels[{i}]", v, 0.0, 1.0, high_open=True)
+        for i, v in enumerate(levels)
+    ]
+    vb = raw.get("val_batches")
+    threshold = raw.get("threshold")
+    return {
+        "levels": levels,
+        "bn_batches": _number(
+            "sensitivity.bn_batches", raw.get("bn_batches", 10), 0, None, integer=True
+        ),
+        "finetune_steps": _number(
+            "sensitivity.finetune_steps", raw.get("finetune_steps", 0), 0, None, integer=True
+        ),
+        "val_batches": None
+        if vb is None
+        else _number("sensitivity.val_batches", vb, 1, None, integer=True),
+        "threshold": None
+        if threshold is None
+        else _number("sensitivity.threshold", threshold, 0.0, 1.0),
+    }
+
+
+def _output(raw: Any, base_dir: str, source: str | None) -> dict:
+    raw = _mapping("output", raw)
+    _keys("output", raw, OUTPUT)
+    default = "runs/" + (os.path.splitext(os.path.basename(source))[0] if source else "autoprune")
+    return {
+        "dir": _str("output.dir", raw.get("dir", default)),
+        "report": _bool("output.report", raw.get("report", True)),
+    }

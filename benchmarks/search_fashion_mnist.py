@@ -1,0 +1,302 @@
+"""autoprune's search against uniform and global-magnitude baselines on Fashion-MNIST.
+
+Model: a width-16 ResNet-10-style net trained for 3 epochs (cached). Two tasks at eps=0.01:
+
+1. ``filter_prune``, maximise throughput (batch 64, interleaved with the original);
+2. ``prune``, minimise stored size (sparse format, fp16 values, BatchNorm as scale+shift).
+
+Methods, each given the same recovery (masked fine-tuning, ``--recovery-epochs`` epochs at
+lr 0.02) and judged the same way (validation accuracy within eps after that recovery):
+
+* **autoprune**: ``Compressor`` (calibrated TPE search; the search stops at ``--timeout``);
+* **uniform**: one sparsity for every layer, found by bisection, each step recovered;
+* **global**: Torch-Pruning global magnitude channel pruning (task 1) or
+  ``torch.nn.utils.prune.global_unstructured`` (task 2), ratio found by bisection, each
+  step recovered.
+
+Every final model is then measured the same way, throughput interleaved with the original.
+
+    python benchmarks/search_fashion_mnist.py [--data-root DIR] [--task throughput|size|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+import warnings
+
+import torch
+import torch_pruning as tp
+from torch import nn
+from torch.nn.utils import prune as torch_prune
+
+import autoprune as ap
+from autoprune import metrics
+from autoprune import objectives as O
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EPS = 0.01
+SIZE = O.inference_size_fp16
+
+
+def load(args):
+    root = args.data_root
+    data = ap.data.npz(
+        os.path.join(root, "train.npz"), os.path.join(root, "test.npz"), val_fraction=0.1, seed=0
+    )
+    loaders = data.loaders(batch_size=128, seed=0)
+    os.makedirs(args.cache_dir, exist_ok=True)
+    path = os.path.join(args.cache_dir, "fmnist_resnet10_w16_e3.pt")
+    model = ap.create_model("resnet10", 10, data.input_shape, width=16)
+    if os.path.isfile(path):
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        t = time.perf_counter()
+        print("training the ResNet-10 (3 epochs) ...", flush=True)
+        ap.train(model, loaders.train, epochs=3, lr=0.05, seed=0, progress=True)
+        torch.save(model.state_dict(), path)
+        print(f"trained in {time.perf_counter() - t:.0f} s", flush=True)
+    return data, loaders, model.eval()
+
+
+def finetune(model, loaders, epochs):
+    """The recovery every method gets: BN recalibration, then masked fine-tuning."""
+    ap.recalibrate_bn(model, loaders.train, 20)
+    ap.train(model, loaders.train, epochs=epochs, lr=0.02, seed=0)
+    return model
+
+
+def bisect(make, lo, hi, steps, base, loaders, epochs, log):
+    """Largest ratio in [lo, hi] whose recovered model keeps eps; returns (model, ratio, n)."""
+    best = None
+    for k in range(steps):
+        mid = round((lo + hi) / 2, 5)
+        model = finetune(make(mid), loaders, epochs)
+        drop = base - ap.evaluate(model, loaders.val).accuracy
+        ok = drop <= EPS
+        log(
+            f"  bisection {k + 1}/{steps}: ratio {mid:.4f} drop {drop:+.4f} "
+            f"{'holds' if ok else 'breaks'}"
+        )
+        if ok:
+            lo, best = mid, (model, mid)
+        else:
+            hi = mid
+    if best is None:
+        return None, 0.0, steps
+    return best[0], best[1], steps
+
+
+# -- task 1 -------------------------------------------------------------------------------
+
+
+def uniform_filters(original, x, s):
+    model = copy.deepcopy(original)
+    ap.filter_prune(model, s, x, physical=True)
+    return model
+
+
+def global_filters(original, x, r):
+    model = copy.deepcopy(original)
+    if r <= 0:
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = tp.pruner.MagnitudePruner(
+            model,
+            x,
+            importance=tp.importance.GroupMagnitudeImportance(p=1),
+            pruning_ratio=r,
+            global_pruning=True,
+            ignored_layers=[model.fc],
+        )
+        pruner.step()
+    return model
+
+
+# -- task 2 -------------------------------------------------------------------------------
+
+
+def prunable(model):
+    return [
+        (m, "weight")
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and n != "fc"
+    ]
+
+
+def uniform_weights(original, x, s):
+    model = copy.deepcopy(original)
+    ap.prune(model, s, example_input=x)
+    return model
+
+
+def global_weights(original, x, a):
+    model = copy.deepcopy(original)
+    torch_prune.global_unstructured(
+        prunable(model), pruning_method=torch_prune.L1Unstructured, amount=a
+    )
+    return model
+
+
+def finalize_torch_prune(model):
+    for m, name in prunable(model):
+        if torch_prune.is_pruned(m):
+            torch_prune.remove(m, name)
+    return model
+
+
+# -----------------------------------------------------------------------------------------
+
+
+def run_task(task, args, data, loaders, original, x, log):
+    base = ap.evaluate(original, loaders.val).accuracy
+    rows = {}
+    epochs = args.recovery_epochs
+    if task == "throughput":
+        scheme, objective = ap.FilterPrune(), O.Maximize(O.throughput)
+        uniform, glob, lo, hi = uniform_filters, global_filters, 0.0, 0.9
+    else:
+        scheme, objective = ap.Prune(), O.Minimize(SIZE)
+        uniform, glob, lo, hi = uniform_weights, global_weights, 0.5, 0.995
+
+    if "autoprune" in args.methods:
+        log(f"[{task}] autoprune search ...")
+        t = time.perf_counter()
+        c = ap.Compressor(
+            original,
+            objective,
+            EPS,
+            scheme=scheme,
+            data=data,
+            recovery=ap.FineTune(epochs=epochs),
+            n_trials=args.trials,
+            timeout=args.timeout,
+            out_dir=None,
+            seed=0,
+            progress=not args.quiet,
+        )
+        result = c.run()
+        wall = time.perf_counter() - t
+        rows["autoprune"] = {
+            "model": result.model,
+            "trials": len(result.trials),
+            "seconds": wall,
+            "search_seconds": result.phases.get("search"),
+            "feasible": result.feasible,
+            "notes": result.notes,
+        }
+    if "uniform" in args.methods:
+        log(f"[{task}] uniform by bisection ...")
+        t = time.perf_counter()
+        model, ratio, n = bisect(
+            lambda r: uniform(original, x, r),
+            lo,
+            hi,
+            args.bisection_steps,
+            base,
+            loaders,
+            epochs,
+            log,
+        )
+        rows["uniform"] = {
+            "model": model,
+            "ratio": ratio,
+            "trials": n,
+            "seconds": time.perf_counter() - t,
+        }
+    if "global" in args.methods:
+        log(f"[{task}] global magnitude by bisection ...")
+        t = time.perf_counter()
+        model, ratio, n = bisect(
+            lambda r: glob(original, x, r), lo, hi, args.bisection_steps, base, loaders, epochs, log
+        )
+        if model is not None and task == "size":
+            model = finalize_torch_prune(model)
+        rows["global"] = {
+            "model": model,
+            "ratio": ratio,
+            "trials": n,
+            "seconds": time.perf_counter() - t,
+        }
+
+    # measure every final model the same way, side by side with the original
+    table = []
+    for name, row in rows.items():
+        model = row["model"] if row["model"] is not None else original
+        if task == "throughput":
+            value = metrics.compare_speed(
+                original, model, x, batch_size=64, rounds=40, warmup=10, inner=3
+            ).speedup
+            label = "speedup"
+        else:
+            value = metrics.dense_size(original) / SIZE(model, x)
+            label = "size reduction"
+        table.append(
+            {
+                "method": name,
+                label: value,
+                "test_acc": ap.evaluate(model, loaders.test).accuracy,
+                "val_drop": base - ap.evaluate(model, loaders.val).accuracy,
+                "macs": metrics.count_macs(model, x) / metrics.count_macs(original, x),
+                "nonzero": metrics.count_params(model).nonzero
+                / metrics.count_params(original).total,
+                "evaluations": row["trials"],
+                "minutes": row["seconds"] / 60,
+                **({"ratio": row["ratio"]} if "ratio" in row else {}),
+            }
+        )
+    return table
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-root", default=os.path.join(ROOT, "..", "shared", "data", "fashion-mnist")
+    )
+    parser.add_argument("--cache-dir", default=os.path.join(ROOT, ".cache"))
+    parser.add_argument("--task", choices=["throughput", "size", "both"], default="both")
+    parser.add_argument("--methods", nargs="+", default=["autoprune", "uniform", "global"])
+    parser.add_argument("--trials", type=int, default=200, help="search trials (upper bound)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=840,
+        help="seconds for autoprune's whole search, calibration included",
+    )
+    parser.add_argument("--recovery-epochs", type=float, default=3)
+    parser.add_argument("--bisection-steps", type=int, default=5)
+    parser.add_argument("--out", default=None, help="write the tables as JSON here")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    data, loaders, original = load(args)
+    x = data.example_input()
+
+    def log(msg):
+        print(msg, flush=True)
+
+    base = ap.evaluate(original, loaders.val).accuracy
+    log(
+        f"original: val {base:.4f}, test {ap.evaluate(original, loaders.test).accuracy:.4f}, "
+        f"{metrics.dense_size(original)} bytes dense fp32; {torch.get_num_threads()} threads, "
+        f"{platform.machine()}, torch {torch.__version__}"
+    )
+    tasks = ["throughput", "size"] if args.task == "both" else [args.task]
+    results = {}
+    for task in tasks:
+        table = run_task(task, args, data, loaders, original, x, log)
+        results[task] = table
+        print(f"\n{task} (eps={EPS})")
+        print(metrics.format_table(table))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         "a run directory from its stored results.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument(
+        "--screenshot",
+        metavar="PNG",
+        help="also render report.html in headless Chromium to this PNG and check that the "
+        "page and its plots are drawn (needs chromium on the PATH)",
+    )
 
     p = sub.add_parser(
         "validate",
@@ -261,6 +267,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     md, page = build(args.run_dir)
     print(f"wrote {md}\nwrote {page}")
+    if args.screenshot:
+        from .report import render
+
+        render.screenshot(page, args.screenshot)
+        seen = render.check(args.screenshot)
+        print(
+            f"wrote {args.screenshot}: rendered by Chromium; {seen['ink']:.0%} of the page inked, "
+            "the plots drawn"
+        )
     return 0
 
 

@@ -265,7 +265,7 @@ def main():
     parser.add_argument(
         "--timeout",
         type=float,
-        default=840,
+        default=780,
         help="seconds for autoprune's whole search, calibration included",
     )
     parser.add_argument("--recovery-epochs", type=float, default=3)

@@ -7,6 +7,7 @@ import torch
 
 from autoprune import __version__
 from autoprune.cli import main
+from autoprune.report import render
 
 SPEC = """
 model: {name: small_cnn, options: {width: 8}, train: {epochs: 4, batch_size: 64}}
@@ -91,6 +92,18 @@ def test_report_is_rebuilt(search_run, capsys):
     os.remove(out / "report.html")
     code, stdout, _ = run(["report", str(out)], capsys)
     assert code == 0 and (out / "report.html").is_file()
+
+
+@pytest.mark.skipif(render.find_chromium() is None, reason="no chromium on the PATH")
+def test_report_renders_in_chromium(search_run, capsys, tmp_path):
+    _, out, _ = search_run
+    shot = tmp_path / "report.png"
+    code, stdout, _ = run(["report", str(out), "--screenshot", str(shot)], capsys)
+    assert code == 0 and "rendered by Chromium" in stdout
+    seen = render.inspect(shot)
+    # the per-layer bars, the channel norms and the history markers are all on the page
+    assert seen["kept"] > 1e-3 and seen["removed"] > 1e-3
+    assert seen["feasible"] * seen["height"] * seen["width"] > 50
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])

@@ -33,7 +33,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if v != v:
             return ""
-        if abs(v) >= 1e5:
+        if abs(v) >= 1000:
             return f"{v:,.0f}"
         return f"{v:.4g}"
     if isinstance(v, int):
@@ -356,7 +356,7 @@ def _markdown(blocks: list[Block], run_dir: str) -> str:
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#222}
-h1{font-size:1.6em;border-bottom:2px solid #5b8def;padding-bottom:.3em}
+h1{font-size:1.6em;border-bottom:2px solid #444;padding-bottom:.3em}
 h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.85em}
 th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}

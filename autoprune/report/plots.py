@@ -11,6 +11,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+#: The report's colours (``render.check`` looks for them in a screenshot).
+REMOVED = "#d9534f"
+KEPT = "#5b8def"
+FEASIBLE = "#2e8b57"
+ORIGINAL = "#cccccc"
+
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
@@ -24,15 +30,15 @@ def per_layer(rows: Sequence[dict[str, Any]]) -> bytes:
     names = [r["name"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, max(3.0, 0.28 * len(rows) + 1.2)), sharey=True)
     y = range(len(rows))
-    axes[0].barh(y, [r["sparsity"] for r in rows], color="#d9534f")
+    axes[0].barh(y, [r["sparsity"] for r in rows], color=REMOVED)
     axes[0].set_xlim(0, 1)
     axes[0].set_xlabel("weight sparsity (of the original weights)")
     axes[0].set_yticks(list(y), names, fontsize=7)
     axes[0].invert_yaxis()
     before = [r["out_before"] for r in rows]
     after = [r["out_after"] for r in rows]
-    axes[1].barh(y, before, color="#cccccc", label="original")
-    axes[1].barh(y, after, color="#5b8def", label="kept")
+    axes[1].barh(y, before, color=ORIGINAL, label="original")
+    axes[1].barh(y, after, color=KEPT, label="kept")
     axes[1].set_xlabel("output channels / neurons")
     axes[1].legend(loc="lower right", fontsize=8)
     fig.suptitle("Per layer")
@@ -48,7 +54,7 @@ def history(
     fig, axes = plt.subplots(1, 2 if two else 1, figsize=(11 if two else 7, 4))
     ax = axes[0] if two else axes
     first = names[0]
-    for feasible, color, label in ((True, "#2e8b57", "feasible"), (False, "#d9534f", "infeasible")):
+    for feasible, color, label in ((True, FEASIBLE, "feasible"), (False, REMOVED, "infeasible")):
         pts = [
             (t["number"], t["objectives"][first])
             for t in done
@@ -66,7 +72,7 @@ def history(
         line.append((t["number"], best))
     pts = [(n, b) for n, b in line if b is not None]
     if pts:
-        ax.plot(*zip(*pts), color="#2e8b57", linewidth=1, label="best feasible")
+        ax.plot(*zip(*pts), color=FEASIBLE, linewidth=1, label="best feasible")
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{first} (ratio to original)")
     ax.legend(fontsize=8)
@@ -74,7 +80,7 @@ def history(
     if two:
         second = names[1]
         bx = axes[1]
-        for feasible, color in ((True, "#2e8b57"), (False, "#d9534f")):
+        for feasible, color in ((True, FEASIBLE), (False, REMOVED)):
             pts = [
                 (t["objectives"][first], t["objectives"][second])
                 for t in done
@@ -113,7 +119,7 @@ def sensitivity(
     if eps is not None:
         ax.axhline(
             base - eps,
-            color="#d9534f",
+            color=REMOVED,
             linewidth=0.8,
             linestyle=":",
             label=f"unpruned - eps ({eps:g})",
@@ -137,8 +143,8 @@ def channel_norms(layers: Sequence[tuple[str, list[float], list[float]]]) -> byt
     fig, axes = plt.subplots(rows, cols, figsize=(11, 2.3 * rows), squeeze=False)
     for ax, (name, before, after) in zip(axes.flat, layers):
         x = range(len(before))
-        ax.bar(x, before, color="#cccccc", width=1.0, label="original")
-        ax.bar(x, after, color="#5b8def", width=0.6, label="pruned")
+        ax.bar(x, before, color=ORIGINAL, width=1.0, label="original")
+        ax.bar(x, after, color=KEPT, width=0.6, label="pruned")
         ax.set_title(name, fontsize=8)
         ax.tick_params(labelsize=6)
     for ax in list(axes.flat)[n:]:

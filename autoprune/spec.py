@@ -314,26 +314,36 @@ def _scheme(raw: Any) -> list[dict]:
         path = f"scheme[{i}]" if isinstance(raw, list) else "scheme"
         if isinstance(item, str):
             item = {item: {}}
-        item = _mapping(path, item)
-        if len(item) != 1:
-            raise SpecError(
-                f"{path}: expected one operator name as key ({', '.join(ops)}), "
-                f"got {list(item) or 'nothing'}"
-            )
-        ((op, options),) = item.items()
-        if op not in ops:
-            raise SpecError(
-                f"{path}.{op}: unknown scheme{did_you_mean(str(op), ops)}; known: {', '.join(ops)}"
-            )
-        options = _mapping(f"{path}.{op}", options)
-        cls = schemes.get(op)
-        _kwargs_for(f"{path}.{op}", cls.__init__, options)
-        try:
-            cls(**options)
-        except AutopruneError as exc:
-            raise _relay(f"{path}.{op}", exc) from None
+        op, options = _component(path, item, schemes, "scheme", ops)
         out.append({op: options})
     return out
+
+
+def _component(
+    path: str, raw: Any, registry: Any, kind: str, names: list[str] | None = None
+) -> tuple[str, dict]:
+    """Check ``{name: {options}}`` against ``registry``: one known name, options it accepts."""
+    names = list(registry.names()) if names is None else names
+    raw = _mapping(path, raw)
+    if len(raw) != 1:
+        raise SpecError(
+            f"{path}: expected one {kind} name as key ({', '.join(names)}), "
+            f"got {list(raw) or 'nothing'}"
+        )
+    ((name, options),) = raw.items()
+    if name not in names:
+        raise SpecError(
+            f"{path}.{name}: unknown {kind}{did_you_mean(str(name), names)}; "
+            f"known: {', '.join(names)}"
+        )
+    options = _mapping(f"{path}.{name}", options)
+    cls = registry.get(name)
+    _kwargs_for(f"{path}.{name}", cls.__init__, options)
+    try:
+        cls(**options)
+    except AutopruneError as exc:
+        raise _relay(f"{path}.{name}", exc) from None
+    return name, options
 
 
 def _objective(raw: Any) -> list[dict]:
@@ -471,25 +481,7 @@ def _recovery(raw: Any) -> dict:
 
     if isinstance(raw, str):
         raw = {raw: {}}
-    raw = _mapping("recovery", raw)
-    if len(raw) != 1:
-        raise SpecError(
-            f"recovery: expected one of {', '.join(recoveries.names())} as key, "
-            f"got {list(raw) or 'nothing'}"
-        )
-    ((name, options),) = raw.items()
-    if name not in recoveries:
-        raise SpecError(
-            f"recovery.{name}: unknown recovery{did_you_mean(str(name), recoveries.names())}; "
-            f"known: {', '.join(recoveries.names())}"
-        )
-    options = _mapping(f"recovery.{name}", options)
-    cls = recoveries.get(name)
-    _kwargs_for(f"recovery.{name}", cls.__init__, options)
-    try:
-        cls(**options)
-    except AutopruneError as exc:
-        raise _relay(f"recovery.{name}", exc) from None
+    name, options = _component("recovery", raw, recoveries, "recovery")
     return {name: options}
 
 

@@ -611,6 +611,12 @@ class Compressor:
             return order
         obj = self.objectives[0]
         original, x = ctx["original"], ctx["x"]
+        # the calibrated uniform plan is known to hold eps after real recovery: it is always
+        # among those re-measured, so a noisy search cannot end below it
+        held = {r["level"] for r in ctx.get("calibration", []) if r.get("holds")}
+        anchors = [tr for tr in order[top:] if tr.user_attrs.get("warm_start") in held and held]
+        order = order[:top] + anchors + [tr for tr in order[top:] if tr not in anchors]
+        top += len(anchors)
         careful = {}
         for tr in order[:top]:
             scheme = self.scheme.with_sparsities(tr.user_attrs["sparsities"])
@@ -732,6 +738,7 @@ class Compressor:
             units, self.space, level_range=tuple(prep["level_range"]), shape=prep.get("shape")
         )
         ctx["tau"] = float(prep["tau"])
+        ctx["calibration"] = prep.get("calibration", [])
         wanted = ", ".join(f"{o.direction} {o.metric.describe()}" for o in self.objectives)
         self.log(
             f"search: {len(units)} units ({self.space} space, level in "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import os
 import platform
 import time
@@ -190,6 +191,8 @@ def run_task(task, args, data, loaders, original, x, log):
             "feasible": result.feasible,
             "notes": result.notes,
         }
+        for note in result.notes:
+            log(f"  note: {note}")
     if "uniform" in args.methods:
         log(f"[{task}] uniform by bisection ...")
         t = time.perf_counter()
@@ -271,9 +274,19 @@ def main():
     parser.add_argument("--recovery-epochs", type=float, default=3)
     parser.add_argument("--bisection-steps", type=int, default=5)
     parser.add_argument("--out", default=None, help="write the tables as JSON here")
+    parser.add_argument(
+        "--log",
+        default=os.path.join(ROOT, ".cache", "search_fashion_mnist.log"),
+        help="autoprune's own log (every trial, calibration, recovery) goes here",
+    )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
+    os.makedirs(os.path.dirname(os.path.abspath(args.log)), exist_ok=True)
+    handler = logging.FileHandler(args.log, mode="w")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("autoprune").addHandler(handler)
+    logging.getLogger("autoprune").setLevel(logging.INFO)
     data, loaders, original = load(args)
     x = data.example_input()
 

@@ -38,6 +38,40 @@ class Recovery:
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def _finish(
+        self,
+        model: nn.Module,
+        example_input: torch.Tensor,
+        loaders: Loaders,
+        epochs: float,
+        lr: float,
+        *,
+        seed: int,
+        progress: bool,
+        desc: str,
+    ) -> nn.Module:
+        """Make ``model`` physical where it can be, recalibrate BatchNorm, fine-tune masked."""
+        from ..schemes.structured import materialize
+        from ..training import recalibrate_bn, train
+
+        made = materialize(model, example_input)
+        if made.physical:
+            model = made.model
+        recalibrate_bn(model, loaders.train, self.bn_batches)
+        if epochs > 0:
+            train(
+                model,
+                loaders.train,
+                max_steps=epoch_steps(loaders, epochs),
+                lr=lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+                seed=seed,
+                progress=progress,
+                desc=desc,
+            )
+        return model
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"

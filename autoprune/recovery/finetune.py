@@ -11,9 +11,7 @@ from torch import nn
 from ..data import Loaders
 from ..errors import ConfigError
 from ..schemes.base import Scheme
-from ..schemes.structured import materialize
-from ..training import recalibrate_bn, train
-from .base import Recovery, epoch_steps
+from .base import Recovery
 
 
 class FineTune(Recovery):
@@ -67,20 +65,13 @@ class FineTune(Recovery):
     ) -> nn.Module:
         pruned = copy.deepcopy(model)
         scheme.apply(pruned, example_input)
-        physical = materialize(pruned, example_input)
-        if physical.physical:
-            pruned = physical.model
-        recalibrate_bn(pruned, loaders.train, self.bn_batches)
-        if self.epochs > 0:
-            train(
-                pruned,
-                loaders.train,
-                max_steps=epoch_steps(loaders, self.epochs),
-                lr=self.lr,
-                momentum=self.momentum,
-                weight_decay=self.weight_decay,
-                seed=seed,
-                progress=progress,
-                desc="fine-tune",
-            )
-        return pruned
+        return self._finish(
+            pruned,
+            example_input,
+            loaders,
+            self.epochs,
+            self.lr,
+            seed=seed,
+            progress=progress,
+            desc="fine-tune",
+        )

@@ -33,8 +33,7 @@ from ..data import Loaders
 from ..errors import ConfigError
 from ..plan import Plan, set_plan
 from ..schemes.base import Scheme
-from ..schemes.structured import materialize
-from ..training import recalibrate_bn, train
+from ..training import train
 from .base import Recovery, epoch_steps
 
 
@@ -205,21 +204,13 @@ class LC(Recovery):
                 )
             mu *= self.mu_multiplier
         bar.close()
-        compressed = theta
-        physical = materialize(compressed, example_input)
-        if physical.physical:
-            compressed = physical.model
-        recalibrate_bn(compressed, loaders.train, self.bn_batches)
-        if self.finetune_epochs > 0:
-            train(
-                compressed,
-                loaders.train,
-                max_steps=epoch_steps(loaders, self.finetune_epochs),
-                lr=self.finetune_lr,
-                momentum=self.momentum,
-                weight_decay=self.weight_decay,
-                seed=seed,
-                progress=progress,
-                desc="L-C fine-tune",
-            )
-        return compressed
+        return self._finish(
+            theta,
+            example_input,
+            loaders,
+            self.finetune_epochs,
+            self.finetune_lr,
+            seed=seed,
+            progress=progress,
+            desc="L-C fine-tune",
+        )

@@ -88,10 +88,11 @@ class Evaluation:
     the more is pruned, so comparing it with ``eps`` directly would stop the search far too
     early. With ``calibrate`` (the default), a bisection over uniform sparsity first finds
     the most pruned uniform plan that keeps ``eps`` after ``calibration_epochs`` of real
-    fine-tuning; that plan's proxy drop becomes the search's threshold ``tau``: a candidate
-    is feasible in the search when its proxy drop is at most ``tau``, i.e. when it predicts
-    at least as well as a plan known to hold ``eps``. The final model is always checked
-    against ``eps`` itself.
+    fine-tuning. The search's threshold ``tau`` lies halfway between that plan's proxy drop
+    and the proxy drop of the next uniform plan, which broke ``eps``: a candidate is feasible
+    in the search when it predicts at least as well as plans on the edge of holding
+    ``eps``. The best few are then recovered for real (the finalists), and the final model
+    is always checked against ``eps`` itself.
 
     Attributes:
         bn_batches: training batches to recalibrate BatchNorm statistics on.
@@ -102,7 +103,9 @@ class Evaluation:
         calibrate: calibrate the search threshold as described above.
         calibration_epochs: fine-tuning of each calibration plan, in epochs (default: the
             recovery's own when it is :class:`~autoprune.recovery.FineTune`, else 3).
-        calibration_steps: bisection steps of the calibration.
+        calibration_steps: bisection steps of the calibration (at most).
+        calibration_share: with a ``timeout``, the calibration stops bisecting before it
+            would use more than this share of it.
         sensitivity_levels, sensitivity_finetune_steps, sensitivity_val_batches: the
             sensitivity analysis run for ``bounds="sensitivity"``.
         sensitivity_threshold: a unit's upper bound is its largest level whose drop stays
@@ -116,7 +119,8 @@ class Evaluation:
     val_batches: int | None = None
     calibrate: bool = True
     calibration_epochs: float | None = None
-    calibration_steps: int = 3
+    calibration_steps: int = 5
+    calibration_share: float = 0.5
     sensitivity_levels: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9)
     sensitivity_finetune_steps: int = 20
     sensitivity_val_batches: int | None = 5
@@ -139,6 +143,9 @@ class Evaluation:
             raise ConfigError(
                 f"evaluation.val_batches: expected a positive integer, got {self.val_batches!r}"
             )
+        share = self.calibration_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
+            raise ConfigError(f"evaluation.calibration_share: expected a number in (0, 1], got {share!r}")
         if not isinstance(self.finetune_lr, (int, float)) or self.finetune_lr <= 0:
             raise ConfigError(
                 f"evaluation.finetune_lr: expected a positive number, got {self.finetune_lr!r}"
@@ -193,8 +200,8 @@ class Compressor:
             study in memory and writes nothing.
         storage, study_name: any Optuna storage URL, and the study's name; running again
             with the same ones resumes the study.
-        max_attempts: plans tried in recovery before giving up (the best, the next best,
-            then lower sparsities).
+        max_attempts: plans recovered at most: the best ``max_attempts - 1`` trials, the
+            calibrated uniform plan (its model is reused), then lower sparsities.
         shape: how the search's global level spreads over units: ``"uniform"`` (the same
             point of every unit's range) or ``"global"`` (as one global magnitude ranking
             would prune them; ``prune`` only). ``"auto"``: global for ``prune``, else
@@ -225,7 +232,7 @@ class Compressor:
         out_dir: str | os.PathLike | None = "runs/autoprune",
         storage: str | None = None,
         study_name: str = "autoprune",
-        max_attempts: int = 3,
+        max_attempts: int = 4,
         shape: str = "auto",
         batch_size: int = 128,
         progress: bool = True,
@@ -557,18 +564,30 @@ class Compressor:
         lo, hi = (0.5 if all(op in ("prune", "block_prune") for op in ops) else 0.0), 1.0
         best: tuple[float, float] | None = None
         levels, records = [], []
+        budget = None if self.timeout is None else ev.calibration_share * self.timeout
         for k in range(ev.calibration_steps):
+            if budget is not None and records:
+                spent = time.perf_counter() - ctx["t_search"]
+                if spent + records[-1]["seconds"] > budget:
+                    self.log(
+                        f"calibration: stopping after {k} step(s); another would pass "
+                        f"{ev.calibration_share:g} of the timeout"
+                    )
+                    break
+            t_step = time.perf_counter()
             mid = round((lo + hi) / 2, 6)
             sparsities = space.from_params(space.uniform_params(mid))
             proxy = self._evaluate(sparsities, ctx)
+            t_rec = time.perf_counter()
             model = cheap.recover(
                 original, self.scheme.with_sparsities(sparsities), loaders, x, seed=self.seed
             )
+            t_rec = time.perf_counter() - t_rec
             acc = float(self.metric(model, loaders.val))
-            if cheap is self.recovery:  # the real recovery: keep it for step 3
-                ctx["recovered"][tuple(sorted(sparsities.items()))] = model
             drop = self._drop(ctx["base"], acc)
             ok = drop <= self.eps
+            if ok and cheap is self.recovery:  # the real recovery: keep it for step 3
+                ctx["recovered"][tuple(sorted(sparsities.items()))] = model
             mean = sum(sparsities.values()) / len(sparsities)
             self.log(
                 f"calibration {k + 1}/{ev.calibration_steps}: uniform level {mid:.3f} "
@@ -584,6 +603,8 @@ class Compressor:
                     "proxy_drop": proxy.drop,
                     "finetuned_drop": drop,
                     "holds": ok,
+                    "recovery_seconds": t_rec,
+                    "seconds": time.perf_counter() - t_step,
                 }
             )
             if ok:
@@ -593,12 +614,26 @@ class Compressor:
         if best is None:
             self.log("calibration: no uniform plan held eps; the search threshold stays at eps")
             return self.eps, levels, records, None
-        tau = max(self.eps, best[1])
+        # halfway to the first uniform plan above it that broke eps: plans that predict as
+        # well as those on the edge are searched, and the finalists are recovered for real
+        above = [r["proxy_drop"] for r in records if not r["holds"] and r["level"] > best[0]]
+        edge = min(above) if above else best[1]
+        tau = max(self.eps, best[1] + max(0.0, edge - best[1]) / 2)
         self.log(
-            f"calibration: search threshold tau = {tau:.4f} (proxy drop of the uniform "
-            f"plan at level {best[0]:.3f}, which holds eps)"
+            f"calibration: search threshold tau = {tau:.4f} (the uniform plan at level "
+            f"{best[0]:.3f} holds eps with proxy drop {best[1]:.4f}"
+            + (f"; the next above it broke eps at {edge:.4f})" if above else ")")
         )
         return tau, levels, records, best[0]
+
+    def _reserve(self, ctx: dict[str, Any]) -> float:
+        """Seconds to keep for recovering the finalists, estimated from the calibration's
+        recoveries (at most 35% of the timeout)."""
+        spent = [r["recovery_seconds"] for r in ctx["calibration"] if "recovery_seconds" in r]
+        if not spent or self.timeout is None:
+            return 0.0
+        finalists = max(1, self.max_attempts - 1)
+        return min(0.35 * self.timeout, finalists * sum(spent) / len(spent))
 
     def _remeasure(self, order: list, ctx: dict[str, Any], top: int = 5) -> list:
         """Re-time the best few trials carefully when the objective is a timing.
@@ -728,6 +763,7 @@ class Compressor:
             "cache": {},
             "recovered": {},
             "tau": self.eps,
+            "t_search": t,
         }
         prep = study.user_attrs.get("prepared")
         if prep is None:
@@ -746,8 +782,9 @@ class Compressor:
             f"objective {wanted}; feasible when the proxy drop is <= {ctx['tau']:.4f}"
         )
         timeout = None
-        if self.timeout is not None:  # the budget covers sensitivity and calibration too
-            timeout = max(1.0, self.timeout - (time.perf_counter() - t))
+        if self.timeout is not None:
+            # the budget covers sensitivity, calibration and the finalists' recovery too
+            timeout = max(1.0, self.timeout - (time.perf_counter() - t) - self._reserve(ctx))
         run_trials(
             study,
             space,
@@ -768,8 +805,15 @@ class Compressor:
         t = time.perf_counter()
         order = self._remeasure(ranked(study, directions), ctx)
         attempts: list[tuple[str, int | None, dict[str, float]]] = []
-        for tr in order[:2]:
-            attempts.append((f"trial {tr.number}", tr.number, tr.user_attrs["sparsities"]))
+        # the finalists: the best plans, down to the calibrated uniform plan when its
+        # recovered model is at hand (it holds eps, so nothing ranked below it is tried)
+        for tr in order:
+            sparsities = tr.user_attrs["sparsities"]
+            held = tuple(sorted(sparsities.items())) in ctx["recovered"]
+            if held or len(attempts) < max(1, self.max_attempts - 1):
+                attempts.append((f"trial {tr.number}", tr.number, sparsities))
+            if held:
+                break
         if order:
             best = order[0].user_attrs["sparsities"]
             for factor in (0.8, 0.6):
@@ -786,12 +830,16 @@ class Compressor:
                 "narrower bounds or a larger eps"
             )
         compressed, chosen, feasible, after_val = None, None, False, None
-        for label, number, sparsities in attempts[: self.max_attempts]:
+        tried = 0
+        for label, number, sparsities in attempts:
             scheme = self.scheme.with_sparsities(sparsities)
             model = ctx["recovered"].get(tuple(sorted(sparsities.items())))
             if model is not None:
                 self.log(f"{label} was recovered during calibration; reusing that model")
+            elif tried >= self.max_attempts:
+                continue
             else:
+                tried += 1
                 self.log(f"recovery ({self.recovery.name}) of {label}")
                 model = self.recovery.recover(
                     original,

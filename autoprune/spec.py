@@ -461,7 +461,7 @@ def _search(raw: Any, base_dir: str) -> dict:
         "space": space,
         "evaluation": evaluation,
         "max_attempts": _number(
-            "search.max_attempts", raw.get("max_attempts", 3), 1, None, integer=True
+            "search.max_attempts", raw.get("max_attempts", 4), 1, None, integer=True
         ),
     }
 

@@ -15,12 +15,14 @@
 The flow (see ``docs/search.md``):
 
 1. measure the original (validation and test accuracy, size, MACs, speed);
-2. an Optuna study proposes per-unit sparsities; each candidate is pruned (masked),
-   made physical where the scheme allows, its BatchNorm recalibrated, optionally
-   fine-tuned for a few batches, and scored: validation accuracy (the constraint
-   ``base - accuracy <= eps``) and the objectives as ratios to the original;
-3. the best feasible plan is recovered (L-C by default) and checked on the validation set;
-   if it breaks eps the next plan, then lower sparsities, are tried: a model that breaks
+2. a bisection over uniform plans, each recovered for real, calibrates the threshold the
+   search's cheap proxy is held to; then an Optuna study proposes per-unit sparsities;
+   each candidate is pruned (masked), made physical where the scheme allows, its
+   BatchNorm recalibrated, fine-tuned for a few batches, and scored: validation accuracy
+   (the constraint ``base - accuracy <= eps``) and the objectives as ratios to the original;
+3. the finalists, best first, are recovered (``FineTune`` by default) and checked on the
+   validation set; the first within eps is the result, the calibrated uniform plan that
+   held eps is the last finalist, then lower sparsities are tried: a model that breaks
    eps is never returned as a success;
 4. the compressed model is measured carefully (timings interleaved with the original).
 """
@@ -480,7 +482,11 @@ class Compressor:
             tau, warm, records = self.eps, list(self.warm_start), []
         level_range = [0.0, 1.0]
         if best is not None and self.space != "independent":
-            level_range = [max(0.0, best - 0.3), min(1.0, best + 0.3)]
+            # search near the edge the calibration found: from a little below the held
+            # plan to just past the first uniform plan above it that broke eps
+            above = [r["level"] for r in records if not r["holds"] and r["level"] > best]
+            top = min(above) + 0.05 if above else best + 0.3
+            level_range = [round(max(0.0, best - 0.15), 6), round(min(1.0, top), 6)]
         prep.update(
             units=[asdict(u) for u in units],
             tau=tau,
@@ -627,13 +633,13 @@ class Compressor:
         return tau, levels, records, best[0]
 
     def _reserve(self, ctx: dict[str, Any]) -> float:
-        """Seconds to keep for recovering the finalists, estimated from the calibration's
-        recoveries (at most 35% of the timeout)."""
+        """Seconds to keep for recovering a finalist, estimated from the calibration's
+        recoveries (at most 35% of the timeout). Further finalists are recovered only while
+        the timeout allows, when the calibrated plan's model is at hand to fall back on."""
         spent = [r["recovery_seconds"] for r in ctx["calibration"] if "recovery_seconds" in r]
         if not spent or self.timeout is None:
             return 0.0
-        finalists = max(1, self.max_attempts - 1)
-        return min(0.35 * self.timeout, finalists * sum(spent) / len(spent))
+        return min(0.35 * self.timeout, sum(spent) / len(spent))
 
     def _remeasure(self, order: list, ctx: dict[str, Any], top: int = 5) -> list:
         """Re-time the best few trials carefully when the objective is a timing.
@@ -831,12 +837,17 @@ class Compressor:
             )
         compressed, chosen, feasible, after_val = None, None, False, None
         tried = 0
+        deadline = None if self.timeout is None else ctx["t_search"] + self.timeout
+        fallback = any(tuple(sorted(sp.items())) in ctx["recovered"] for _, _, sp in attempts)
         for label, number, sparsities in attempts:
             scheme = self.scheme.with_sparsities(sparsities)
             model = ctx["recovered"].get(tuple(sorted(sparsities.items())))
             if model is not None:
                 self.log(f"{label} was recovered during calibration; reusing that model")
             elif tried >= self.max_attempts:
+                continue
+            elif tried and fallback and deadline is not None and time.perf_counter() > deadline:
+                self.log(f"timeout reached: {label} is not recovered")
                 continue
             else:
                 tried += 1

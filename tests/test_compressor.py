@@ -148,6 +148,54 @@ def test_calibration_sets_the_search_threshold(trained, data):
     assert result.settings["tau"] >= 0.05
 
 
+class _Recording(ap.FineTune):
+    """A fine-tune that remembers the plans it recovered."""
+
+    def recover(self, model, scheme, *args, **kwargs):
+        self.plans = getattr(self, "plans", []) + [dict(scheme.sparsity)]
+        return super().recover(model, scheme, *args, **kwargs)
+
+
+def test_finalists_end_at_the_calibrated_plan(trained, data):
+    # "accuracy" falls with the share of parameters removed, the same in the search and
+    # after recovery, so plans between the held calibration plan and the threshold (set
+    # halfway to the first broken one) look feasible in the search but break eps when
+    # recovered. The finalists are recovered best first; the first within eps wins, and
+    # the calibrated plan, last of them, is not recovered again
+    full = ap.metrics.count_params(trained).total
+
+    def metric(model, loader):
+        return 1.0 - 0.3 * (1.0 - ap.metrics.count_params(model).total / full)
+
+    ev = ap.Evaluation(calibration_steps=3, finetune_epochs=0.1, bn_batches=2)
+    recovery = _Recording(epochs=0.1)
+    result = compressor(
+        trained, data, evaluation=ev, metric=metric, n_trials=14, recovery=recovery, eps=0.05
+    ).run()
+    calibration = result.settings["calibration"]
+    held = max(c["level"] for c in calibration if c["holds"])
+    held_drop = next(c["finetuned_drop"] for c in calibration if c["level"] == held)
+    broken = min(c["finetuned_drop"] for c in calibration if not c["holds"] and c["level"] > held)
+    tau = result.settings["tau"]
+    assert tau == pytest.approx(max(0.05, held_drop + (broken - held_drop) / 2))
+    assert tau > 0.05  # some plans are feasible in the search and break eps
+
+    feasible = sorted(
+        (t for t in result.trials if t["feasible"]), key=lambda t: t["objectives"]["macs"]
+    )
+    anchor = next(t for t in feasible if t["warm_start"] == held)
+    finalists = feasible[: feasible.index(anchor) + 1]
+    expected = next(t for t in finalists if t["drop"] <= 0.05)
+    assert result.feasible and result.chosen_trial == expected["number"]
+    searched = recovery.plans[len(calibration) :]  # recovered after the calibration
+    above = finalists[: finalists.index(expected)]
+    assert above, "no finalist ranked above the chosen plan: the test lost its point"
+    assert [p for p in searched] == [t["sparsities"] for t in above[:3]] + (
+        [] if expected is anchor else [expected["sparsities"]]
+    )
+    assert len([n for n in result.notes if "backing off" in n]) == len(above[:3])
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -122,7 +122,7 @@ class Evaluation:
     calibrate: bool = True
     calibration_epochs: float | None = None
     calibration_steps: int = 5
-    calibration_share: float = 0.5
+    calibration_share: float = 0.7
     sensitivity_levels: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9)
     sensitivity_finetune_steps: int = 20
     sensitivity_val_batches: int | None = 5
@@ -561,13 +561,17 @@ class Compressor:
         ev = self.evaluation
         original, x, loaders = ctx["original"], ctx["x"], ctx["loaders"]
         cheap = self._calibration_recovery()
-        # unstructured pruning at half its range is practically always harmless: start there
+        # a trained network practically always keeps its accuracy, after fine-tuning, with
+        # three quarters of its weights pruned (half its blocks): the bisection starts there
         ops = (
             [u.name.split(":", 1)[0] for u in space.units]
             if isinstance(self.scheme, Compose)
             else [self.scheme.op]
         )
-        lo, hi = (0.5 if all(op in ("prune", "block_prune") for op in ops) else 0.0), 1.0
+        lo = 0.0
+        if all(op in ("prune", "block_prune") for op in ops):
+            lo = 0.75 if all(op == "prune" for op in ops) else 0.5
+        hi = 1.0
         best: tuple[float, float] | None = None
         levels, records = [], []
         budget = None if self.timeout is None else ev.calibration_share * self.timeout

@@ -148,6 +148,15 @@ def test_calibration_sets_the_search_threshold(trained, data):
     assert result.settings["tau"] >= 0.05
 
 
+def test_calibration_of_unstructured_pruning_starts_high(trained, data):
+    ev = ap.Evaluation(calibration_steps=1, finetune_epochs=0.1, bn_batches=2)
+    objective = O.Minimize(O.params)
+    result = compressor(
+        trained, data, evaluation=ev, scheme=ap.Prune(), objective=objective, n_trials=2
+    ).run()
+    assert [c["level"] for c in result.settings["calibration"]] == [0.875]
+
+
 class _Recording(ap.FineTune):
     """A fine-tune that remembers the plans it recovered."""
 

@@ -147,7 +147,9 @@ class Evaluation:
             )
         share = self.calibration_share
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-            raise ConfigError(f"evaluation.calibration_share: expected a number in (0, 1], got {share!r}")
+            raise ConfigError(
+                f"evaluation.calibration_share: expected a number in (0, 1], got {share!r}"
+            )
         if not isinstance(self.finetune_lr, (int, float)) or self.finetune_lr <= 0:
             raise ConfigError(
                 f"evaluation.finetune_lr: expected a positive number, got {self.finetune_lr!r}"

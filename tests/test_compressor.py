@@ -231,3 +231,10 @@ def test_bad_arguments(trained, data, kwargs, message):
     given = kwargs.pop("data", data)
     with pytest.raises(ConfigError, match=message):
         compressor(trained, given, **kwargs)
+
+
+def test_calibration_share_is_checked():
+    with pytest.raises(
+        ConfigError, match=r"evaluation.calibration_share: expected a number in \(0, 1\]"
+    ):
+        ap.Evaluation(calibration_share=1.5)

@@ -391,7 +391,7 @@ class Compressor:
         return model, get_plan(model), made.physical
 
     def _evaluate(self, sparsities: dict[str, float], ctx: dict[str, Any]) -> TrialOutcome:
-        key = tuple(sorted(sparsities.items()))
+        key = _key(sparsities)
         if key in ctx["cache"]:  # a calibration plan, enqueued as a warm start
             out = ctx["cache"][key]
             return TrialOutcome(
@@ -486,8 +486,8 @@ class Compressor:
         if best is not None and self.space != "independent":
             # search near the edge the calibration found: from a little below the held
             # plan to just past the first uniform plan above it that broke eps
-            above = [r["level"] for r in records if not r["holds"] and r["level"] > best]
-            top = min(above) + 0.05 if above else best + 0.3
+            broken = _first_broken_above(records, best)
+            top = broken["level"] + 0.05 if broken else best + 0.3
             level_range = [round(max(0.0, best - 0.15), 6), round(min(1.0, top), 6)]
         prep.update(
             units=[asdict(u) for u in units],
@@ -599,7 +599,7 @@ class Compressor:
             drop = self._drop(ctx["base"], acc)
             ok = drop <= self.eps
             if ok and cheap is self.recovery:  # the real recovery: keep it for step 3
-                ctx["recovered"][tuple(sorted(sparsities.items()))] = model
+                ctx["recovered"][_key(sparsities)] = model
             mean = sum(sparsities.values()) / len(sparsities)
             self.log(
                 f"calibration {k + 1}/{ev.calibration_steps}: uniform level {mid:.3f} "
@@ -628,13 +628,13 @@ class Compressor:
             return self.eps, levels, records, None
         # halfway to the first uniform plan above it that broke eps: plans that predict as
         # well as those on the edge are searched, and the finalists are recovered for real
-        above = [r["proxy_drop"] for r in records if not r["holds"] and r["level"] > best[0]]
-        edge = min(above) if above else best[1]
+        broken = _first_broken_above(records, best[0])
+        edge = broken["proxy_drop"] if broken else best[1]
         tau = max(self.eps, best[1] + max(0.0, edge - best[1]) / 2)
         self.log(
             f"calibration: search threshold tau = {tau:.4f} (the uniform plan at level "
             f"{best[0]:.3f} holds eps with proxy drop {best[1]:.4f}"
-            + (f"; the next above it broke eps at {edge:.4f})" if above else ")")
+            + (f"; the next above it broke eps at {edge:.4f})" if broken else ")")
         )
         return tau, levels, records, best[0]
 
@@ -819,12 +819,13 @@ class Compressor:
         attempts: list[tuple[str, int | None, dict[str, float]]] = []
         # the finalists: the best plans, down to the calibrated uniform plan when its
         # recovered model is at hand (it holds eps, so nothing ranked below it is tried)
+        fallback = False
         for tr in order:
             sparsities = tr.user_attrs["sparsities"]
-            held = tuple(sorted(sparsities.items())) in ctx["recovered"]
-            if held or len(attempts) < max(1, self.max_attempts - 1):
+            fallback = _key(sparsities) in ctx["recovered"]
+            if fallback or len(attempts) < max(1, self.max_attempts - 1):
                 attempts.append((f"trial {tr.number}", tr.number, sparsities))
-            if held:
+            if fallback:
                 break
         if order:
             best = order[0].user_attrs["sparsities"]
@@ -844,10 +845,9 @@ class Compressor:
         compressed, chosen, feasible, after_val = None, None, False, None
         tried = 0
         deadline = None if self.timeout is None else ctx["t_search"] + self.timeout
-        fallback = any(tuple(sorted(sp.items())) in ctx["recovered"] for _, _, sp in attempts)
         for label, number, sparsities in attempts:
             scheme = self.scheme.with_sparsities(sparsities)
-            model = ctx["recovered"].get(tuple(sorted(sparsities.items())))
+            model = ctx["recovered"].get(_key(sparsities))
             if model is not None:
                 self.log(f"{label} was recovered during calibration; reusing that model")
             elif tried >= self.max_attempts:
@@ -971,6 +971,17 @@ class Compressor:
             "storage": storage,
             "study_name": study.study_name,
         }
+
+
+def _key(sparsities: Mapping[str, float]) -> tuple:
+    """A plan's per-unit sparsities as a hashable key."""
+    return tuple(sorted(sparsities.items()))
+
+
+def _first_broken_above(records: list[dict], level: float) -> dict | None:
+    """The calibration record of the lowest level above ``level`` that broke eps."""
+    above = [r for r in records if not r["holds"] and r["level"] > level]
+    return min(above, key=lambda r: r["level"]) if above else None
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

@@ -122,3 +122,59 @@ def test_inference_state_folds_batchnorm_exactly():
     sizes = {i.name: i.nbytes for i in encoding.describe(blob)}
     assert sizes["bn1.running_mean"] == 0 and sizes["bn1.running_var"] == 4  # zeros, constant
     assert len(blob) < len(encoding.encode(model))
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.95, 0.999, 1.0])
+def test_rice_round_trip_is_exact_and_beats_delta_when_sparse(sparsity):
+    w = sparse_tensor((61, 97), sparsity)
+    blob = encoding.encode({"w": w}, encoding="rice")
+    assert torch.equal(encoding.decode(blob)["w"], w)
+    if sparsity == 0.95:
+        rice, delta = (
+            encoding.describe(encoding.encode({"w": w}, encoding=e))[0].nbytes
+            for e in ("rice", "delta")
+        )
+        assert rice < delta
+
+
+def test_few_distinct_values_are_stored_as_a_table():
+    g = torch.Generator().manual_seed(0)
+    table = torch.tensor([-0.5, -0.25, 0.25, 0.75])
+    w = table[torch.randint(0, 4, (50, 40), generator=g)]
+    w[torch.rand(50, 40, generator=g) < 0.6] = 0
+    blob = encoding.encode({"w": w})
+    assert torch.equal(encoding.decode(blob)["w"], w)
+    nnz = int((w != 0).sum())
+    # positions plus 2 bits per stored value and a 4-entry table, not 4 bytes per value
+    assert encoding.describe(blob)[0].nbytes < 2000 // 8 + nnz * 2 // 8 + 4 * 4 + 8
+
+
+def test_version_1_files_still_read():
+    import json
+    import struct
+
+    w = torch.tensor([0.0, 1.5, 0.0, -2.0])
+    head = {
+        "format": "autoprune.sparse/1",
+        "values": "fp32",
+        "tensors": [
+            {
+                "name": "w",
+                "shape": [4],
+                "dtype": "torch.float32",
+                "encoding": "bitmask",
+                "segments": [[0, 1], [1, 8]],
+            }
+        ],
+    }
+    h = json.dumps(head).encode()
+    payload = bytes([0b01010000]) + w[w != 0].numpy().tobytes()
+    blob = b"APZ1" + struct.pack("<I", len(h)) + h + payload
+    assert torch.equal(encoding.decode(blob)["w"], w)
+
+
+def test_corrupt_header_is_a_clear_error():
+    blob = bytearray(encoding.encode({"w": torch.ones(3)}))
+    blob[10] ^= 0xFF
+    with pytest.raises(DataError, match="corrupt autoprune sparse file"):
+        encoding.decode(bytes(blob))

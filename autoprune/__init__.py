@@ -37,11 +37,13 @@ from .schemes import (
     FilterPrune,
     NeuronPrune,
     Prune,
+    Quantize,
     block_prune,
     filter_prune,
     materialize,
     neuron_prune,
     prune,
+    quantize,
 )
 from .training import evaluate, recalibrate_bn, seed_everything, train
 
@@ -67,6 +69,7 @@ __all__ = [
     "Plan",
     "Prune",
     "PruningError",
+    "Quantize",
     "__version__",
     "apply_masks",
     "block_prune",
@@ -86,6 +89,7 @@ __all__ = [
     "neuron_prune",
     "objectives",
     "prune",
+    "quantize",
     "recalibrate_bn",
     "register_model",
     "schemes",

@@ -54,7 +54,7 @@ from .plan import Plan, get_plan
 from .recovery import FineTune, Recovery
 from .recovery.base import epoch_steps
 from .result import CompressionResult
-from .schemes import Compose, FilterPrune, Prune, Scheme, materialize
+from .schemes import Compose, FilterPrune, Prune, Quantize, Scheme, materialize
 from .schemes.base import matches
 from .search import (
     SPACES,
@@ -281,8 +281,7 @@ class Compressor:
         if shape not in ("auto", "uniform", "global"):
             raise ConfigError(f"shape: expected 'auto', 'uniform' or 'global', got {shape!r}")
         if shape == "auto":  # global ranking is the strong prior for unstructured pruning
-            sch = scheme if scheme is not None else None
-            shape = "global" if isinstance(sch, Prune) and sch.scope == "layer" else "uniform"
+            shape = "global" if _layer_prune(scheme) is not None else "uniform"
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigError(f"max_attempts: expected a positive integer, got {max_attempts!r}")
         self.model = model
@@ -419,6 +418,8 @@ class Compressor:
                 seed=self.seed,
                 desc="candidate",
             )
+            if scheme.finalize(model, x):
+                recalibrate_bn(model, loaders.train, ev.bn_batches)
         t_tune = time.perf_counter()
         acc = float(self.metric(model, _Limited(loaders.val, ev.val_batches)))
         drop = self._drop(ctx["base_search"], acc)
@@ -506,10 +507,16 @@ class Compressor:
         its range, is its shape value. Big layers with many small weights are pruned
         harder than small ones, as global magnitude pruning does.
         """
-        if not isinstance(self.scheme, Prune) or self.scheme.scope != "layer":
+        if _layer_prune(self.scheme) is None:
             return {}
         model = ctx["original"]
-        mags = {u.name: model.get_submodule(u.name).weight.detach().abs().flatten() for u in units}
+        mags = {
+            u.name: model.get_submodule(u.name.split(":", 1)[-1])  # "prune:layer" in a Compose
+            .weight.detach()
+            .abs()
+            .flatten()
+            for u in units
+        }
         everything = torch.cat(list(mags.values())).sort().values
         top = max(u.high for u in units)
         shape: dict[str, list[float]] = {u.name: [] for u in units}
@@ -971,6 +978,15 @@ class Compressor:
             "storage": storage,
             "study_name": study.study_name,
         }
+
+
+def _layer_prune(scheme: Scheme | None) -> Prune | None:
+    """The scheme's per-layer unstructured pruning when that is all it searches (alone, or
+    composed with operators that have nothing to search, such as ``quantize``)."""
+    if isinstance(scheme, Compose):
+        searched = [s for s in scheme.schemes if not isinstance(s, Quantize)]
+        scheme = searched[0] if len(searched) == 1 else None
+    return scheme if isinstance(scheme, Prune) and scheme.scope == "layer" else None
 
 
 def _key(sparsities: Mapping[str, float]) -> tuple:

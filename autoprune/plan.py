@@ -90,6 +90,8 @@ class Plan:
     groups: dict[str, GroupPlan] = field(default_factory=dict)
     layers: list[LayerPlan] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    quantized: dict[str, int] = field(default_factory=dict)
+    """Layers whose weights share ``2**bits`` values: ``{layer: bits}``."""
 
     # -- building -----------------------------------------------------------------------
     def set_group(self, group: GroupPlan) -> None:
@@ -106,6 +108,7 @@ class Plan:
             out.set_group(GroupPlan(**asdict(group)))
         for entry in other.layers:
             out.set_layer(LayerPlan(**asdict(entry)))
+        out.quantized.update(other.quantized)
         out.notes.extend(n for n in other.notes if n not in out.notes)
         return out
 
@@ -157,7 +160,7 @@ class Plan:
         return rows
 
     def __bool__(self) -> bool:
-        return bool(self.groups or self.layers)
+        return bool(self.groups or self.layers or self.quantized)
 
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -165,6 +168,7 @@ class Plan:
             "format": "autoprune.plan/1",
             "groups": [asdict(g) for g in self.groups.values()],
             "layers": [asdict(e) for e in self.layers],
+            "quantized": dict(self.quantized),
             "notes": list(self.notes),
         }
 
@@ -178,6 +182,7 @@ class Plan:
             if e.get("block") is not None:
                 e["block"] = tuple(e["block"])
             plan.set_layer(LayerPlan(**e))
+        plan.quantized = {str(k): int(v) for k, v in data.get("quantized", {}).items()}
         plan.notes = list(data.get("notes", []))
         return plan
 

@@ -238,3 +238,23 @@ def test_calibration_share_is_checked():
         ConfigError, match=r"evaluation.calibration_share: expected a number in \(0, 1\]"
     ):
         ap.Evaluation(calibration_share=1.5)
+
+
+def test_pruned_and_quantized_search_for_size(trained, data, tmp_path):
+    scheme = ap.Compose([ap.Prune(), ap.Quantize(bits=4)])
+    c = compressor(trained, data, objective=O.Minimize(O.size_fp16), scheme=scheme, n_trials=4)
+    assert c.shape == "global"  # quantize has nothing to search: the prune's prior applies
+    result = c.run()
+    assert result.feasible
+    assert set(result.plan.quantized.values()) == {4}
+    for layer in result.plan.quantized:
+        w = result.model.get_submodule(layer).weight.detach()
+        assert torch.unique(w[w != 0]).numel() <= 16
+    # smaller than the same sparsities stored with fp16 values
+    pruned_only = ap.Prune(result.plan.sparsities())
+    reference = copy.deepcopy(trained)
+    pruned_only.apply(reference, data.example_input())
+    assert result.after["sparse_bytes_fp16"] < 0.6 * ap.metrics.sparse_size(reference, "fp16")
+    result.save(tmp_path / "run")
+    again = CompressionResult.load(tmp_path / "run")
+    assert again.plan.quantized == result.plan.quantized

@@ -57,6 +57,10 @@ BAD = [
     ),
     ("scheme: {prune: {criterion: l3}}", "scheme.prune.criterion"),
     ("scheme: [{prune: {}}, {blok_prune: {}}]", "scheme[1].blok_prune: unknown scheme"),
+    (
+        "scheme: [{prune: {}}, {quantize: {bits: 12}}]",
+        "scheme[1].quantize.bits: expected an integer from 1 to 8, got 12",
+    ),
     ("model: {name: smal_cnn}", "model.name: unknown model 'smal_cnn' (did you mean 'small_cnn'?)"),
     (
         "model: {name: resnet10, options: {widht: 8}}",

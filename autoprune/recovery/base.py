@@ -41,6 +41,7 @@ class Recovery:
     def _finish(
         self,
         model: nn.Module,
+        scheme: Scheme,
         example_input: torch.Tensor,
         loaders: Loaders,
         epochs: float,
@@ -50,7 +51,8 @@ class Recovery:
         progress: bool,
         desc: str,
     ) -> nn.Module:
-        """Make ``model`` physical where it can be, recalibrate BatchNorm, fine-tune masked."""
+        """Make ``model`` physical where it can be, recalibrate BatchNorm, fine-tune masked,
+        then let the scheme impose again what training does not keep (quantization)."""
         from ..schemes.structured import materialize
         from ..training import recalibrate_bn, train
 
@@ -70,6 +72,8 @@ class Recovery:
                 progress=progress,
                 desc=desc,
             )
+            if scheme.finalize(model, example_input):
+                recalibrate_bn(model, loaders.train, self.bn_batches)
         return model
 
     def __repr__(self) -> str:

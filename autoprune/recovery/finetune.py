@@ -67,6 +67,7 @@ class FineTune(Recovery):
         scheme.apply(pruned, example_input)
         return self._finish(
             pruned,
+            scheme,
             example_input,
             loaders,
             self.epochs,

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .. import masking
 from ..data import Loaders
 from ..errors import ConfigError
-from ..plan import Plan, set_plan
+from ..plan import Plan, get_plan, set_plan
 from ..schemes.base import Scheme
 from ..training import train
 from .base import Recovery, epoch_steps
@@ -139,6 +139,7 @@ class LC(Recovery):
     @staticmethod
     def _constrained(theta: nn.Module) -> list[str]:
         names = set(masking.get_masks(theta, "struct")) | set(masking.get_masks(theta, "weights"))
+        names |= {f"{layer}.weight" for layer in get_plan(theta).quantized}
         return sorted(names)
 
     def recover(
@@ -206,6 +207,7 @@ class LC(Recovery):
         bar.close()
         return self._finish(
             theta,
+            scheme,
             example_input,
             loaders,
             self.finetune_epochs,

@@ -7,6 +7,7 @@ class                   function                removes
 :class:`FilterPrune`    :func:`filter_prune`    conv output channels (and coupled ones)
 :class:`NeuronPrune`    :func:`neuron_prune`    Linear output neurons
 :class:`BlockPrune`     :func:`block_prune`     blocks of a weight matrix
+:class:`Quantize`       :func:`quantize`        distinct values (k-means weight sharing)
 :class:`Compose`                                several of the above, in order
 ======================  ======================  ======================================
 """
@@ -14,6 +15,7 @@ class                   function                removes
 from .base import Scheme, check_sparsity, schemes
 from .block import BlockPrune, block_prune
 from .compose import Compose
+from .quantize import Quantize, quantize
 from .structured import (
     FilterPrune,
     Materialized,
@@ -33,6 +35,7 @@ __all__ = [
     "Materialized",
     "NeuronPrune",
     "Prune",
+    "Quantize",
     "Scheme",
     "StructuredPrune",
     "apply_plan",
@@ -42,5 +45,6 @@ __all__ = [
     "materialize",
     "neuron_prune",
     "prune",
+    "quantize",
     "schemes",
 ]

@@ -198,6 +198,15 @@ class Scheme:
         """Prune ``model`` in place and return the plan of this call."""
         raise NotImplementedError
 
+    def finalize(self, model: nn.Module, example_input: torch.Tensor | None = None) -> bool:
+        """Impose again what training does not keep (recovery calls it after training).
+
+        Masks keep pruned weights at zero by themselves, so pruning operators do nothing
+        here; :class:`~autoprune.schemes.Quantize` quantizes again. Returns whether the
+        model changed (then BatchNorm statistics are recalibrated).
+        """
+        return False
+
     def with_sparsity(self, sparsity: Sparsity) -> Scheme:
         """A copy of this operator with another sparsity (used by the search)."""
         clone = object.__new__(type(self))

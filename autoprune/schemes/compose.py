@@ -60,6 +60,10 @@ class Compose(Scheme):
             plan = plan.merge(scheme.apply(model, example_input))
         return plan
 
+    def finalize(self, model: nn.Module, example_input: torch.Tensor | None = None) -> bool:
+        changed = [s.finalize(model, example_input) for s in self.schemes]
+        return any(changed)
+
     def config(self) -> dict[str, Any]:
         return {"schemes": [{s.op: s.config()} for s in self.schemes]}
 

@@ -1,9 +1,14 @@
 """autoprune's search against uniform and global-magnitude baselines on Fashion-MNIST.
 
-Model: a width-16 ResNet-10-style net trained for 3 epochs (cached). Two tasks at eps=0.01:
+Model: a width-16 ResNet-10-style net trained for 3 epochs (cached). Tasks at eps=0.01:
 
-1. ``filter_prune``, maximise throughput (batch 64, interleaved with the original);
-2. ``prune``, minimise stored size (sparse format, fp16 values, BatchNorm as scale+shift).
+1. ``throughput``: ``filter_prune``, maximise throughput (batch 64, interleaved with the
+   original);
+2. ``size``: ``prune``, minimise stored size (sparse format, fp16 values, BatchNorm as
+   scale+shift);
+3. ``size_quantized``: the same with every pruned layer's weights then shared by k-means
+   (``quantize``, ``--bits`` bits, the classifier too); every method's model is quantized
+   the same way after its fine-tuning, and judged on the quantized model.
 
 Methods, each given the same recovery (masked fine-tuning, ``--recovery-epochs`` epochs at
 lr 0.02) and judged the same way (validation accuracy within eps after that recovery):
@@ -11,12 +16,12 @@ lr 0.02) and judged the same way (validation accuracy within eps after that reco
 * **autoprune**: ``Compressor`` (calibrated TPE search; the search stops at ``--timeout``);
 * **uniform**: one sparsity for every layer, found by bisection, each step recovered;
 * **global**: Torch-Pruning global magnitude channel pruning (task 1) or
-  ``torch.nn.utils.prune.global_unstructured`` (task 2), ratio found by bisection, each
+  ``torch.nn.utils.prune.global_unstructured`` (tasks 2, 3), ratio found by bisection, each
   step recovered.
 
 Every final model is then measured the same way, throughput interleaved with the original.
 
-    python benchmarks/search_fashion_mnist.py [--data-root DIR] [--task throughput|size|both]
+    python benchmarks/search_fashion_mnist.py [--data-root DIR] [--task TASK ...] [--bits B]
 """
 
 from __future__ import annotations
@@ -64,19 +69,25 @@ def load(args):
     return data, loaders, model.eval()
 
 
-def finetune(model, loaders, epochs):
-    """The recovery every method gets: BN recalibration, then masked fine-tuning."""
+def finetune(model, loaders, epochs, after=None):
+    """The recovery every method gets: BN recalibration, then masked fine-tuning; with
+    ``after`` (a Quantize), the weights are then quantized and BatchNorm recalibrated, as
+    autoprune's FineTune does."""
     ap.recalibrate_bn(model, loaders.train, 20)
     ap.train(model, loaders.train, epochs=epochs, lr=0.02, seed=0)
+    if after is not None:
+        finalize_torch_prune(model)  # torch's pruning hooks would undo the quantization
+        after.apply(model)
+        ap.recalibrate_bn(model, loaders.train, 20)
     return model
 
 
-def bisect(make, lo, hi, steps, base, loaders, epochs, log):
+def bisect(make, lo, hi, steps, base, loaders, epochs, log, after=None):
     """Largest ratio in [lo, hi] whose recovered model keeps eps; returns (model, ratio, n)."""
     best = None
     for k in range(steps):
         mid = round((lo + hi) / 2, 5)
-        model = finetune(make(mid), loaders, epochs)
+        model = finetune(make(mid), loaders, epochs, after)
         drop = base - ap.evaluate(model, loaders.val).accuracy
         ok = drop <= EPS
         log(
@@ -158,12 +169,16 @@ def run_task(task, args, data, loaders, original, x, log):
     base = ap.evaluate(original, loaders.val).accuracy
     rows = {}
     epochs = args.recovery_epochs
+    after = None
     if task == "throughput":
         scheme, objective = ap.FilterPrune(), O.Maximize(O.throughput)
         uniform, glob, lo, hi = uniform_filters, global_filters, 0.0, 0.9
     else:
         scheme, objective = ap.Prune(), O.Minimize(SIZE)
         uniform, glob, lo, hi = uniform_weights, global_weights, 0.5, 0.995
+        if task == "size_quantized":
+            after = ap.Quantize(args.bits, include_output=True)
+            scheme = ap.Compose([scheme, after])
 
     if "autoprune" in args.methods:
         log(f"[{task}] autoprune search ...")
@@ -205,6 +220,7 @@ def run_task(task, args, data, loaders, original, x, log):
             loaders,
             epochs,
             log,
+            after,
         )
         rows["uniform"] = {
             "model": model,
@@ -216,9 +232,17 @@ def run_task(task, args, data, loaders, original, x, log):
         log(f"[{task}] global magnitude by bisection ...")
         t = time.perf_counter()
         model, ratio, n = bisect(
-            lambda r: glob(original, x, r), lo, hi, args.bisection_steps, base, loaders, epochs, log
+            lambda r: glob(original, x, r),
+            lo,
+            hi,
+            args.bisection_steps,
+            base,
+            loaders,
+            epochs,
+            log,
+            after,
         )
-        if model is not None and task == "size":
+        if model is not None and task != "throughput":
             model = finalize_torch_prune(model)
         rows["global"] = {
             "model": model,
@@ -262,7 +286,13 @@ def main():
         "--data-root", default=os.path.join(ROOT, "..", "shared", "data", "fashion-mnist")
     )
     parser.add_argument("--cache-dir", default=os.path.join(ROOT, ".cache"))
-    parser.add_argument("--task", choices=["throughput", "size", "both"], default="both")
+    parser.add_argument(
+        "--task",
+        nargs="+",
+        choices=["throughput", "size", "size_quantized"],
+        default=["throughput", "size", "size_quantized"],
+    )
+    parser.add_argument("--bits", type=int, default=4, help="index bits for size_quantized")
     parser.add_argument("--methods", nargs="+", default=["autoprune", "uniform", "global"])
     parser.add_argument("--trials", type=int, default=200, help="search trials (upper bound)")
     parser.add_argument(
@@ -299,9 +329,8 @@ def main():
         f"{metrics.dense_size(original)} bytes dense fp32; {torch.get_num_threads()} threads, "
         f"{platform.machine()}, torch {torch.__version__}"
     )
-    tasks = ["throughput", "size"] if args.task == "both" else [args.task]
     results = {}
-    for task in tasks:
+    for task in args.task:
         table = run_task(task, args, data, loaders, original, x, log)
         results[task] = table
         print(f"\n{task} (eps={EPS})")

@@ -402,6 +402,7 @@ def demo(args: argparse.Namespace) -> int:
         "filter_prune": schemes.FilterPrune(s, physical=True),
         "neuron_prune": schemes.NeuronPrune(s, physical=True),
         "block_prune": schemes.BlockPrune(s, block=(4, 4)),
+        "prune+quantize": schemes.Compose([schemes.Prune(s), schemes.Quantize(bits=4)]),
     }
     rows = [_row("original", model, model, loaders, x, args.threads)]
     for name, op in operators.items():
@@ -421,6 +422,8 @@ def demo(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             desc=f"fine-tune {name}",
         )
+        if op.finalize(pruned, x):  # quantize again what fine-tuning moved
+            training.recalibrate_bn(pruned, loaders.train)
         rows.append(_row(name, pruned, model, loaders, x, args.threads, plan))
     print(
         f"autoprune demo: {args.model} on digits, sparsity {s:g}, "

@@ -177,7 +177,7 @@ def run_task(task, args, data, loaders, original, x, log):
         scheme, objective = ap.Prune(), O.Minimize(SIZE)
         uniform, glob, lo, hi = uniform_weights, global_weights, 0.5, 0.995
         if task == "size_quantized":
-            after = ap.Quantize(args.bits, include_output=True)
+            after = ap.Quantize(args.bits, include_output=True)  # the classifier too
             scheme = ap.Compose([scheme, after])
 
     if "autoprune" in args.methods:

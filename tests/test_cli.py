@@ -147,6 +147,26 @@ def test_sensitivity_command_and_bounds_from_it(tmp_path, capsys):
     assert code == 0 and "sensitivity.json" in stdout
 
 
+def test_pruned_and_quantized_run_reports_and_reloads(tmp_path, capsys):
+    spec = tmp_path / "q.yaml"
+    spec.write_text(
+        SPEC.replace("scheme: {filter_prune: {}}", "scheme: [{prune: {}}, {quantize: {bits: 3}}]")
+        .replace("minimize: macs", "minimize: inference_size_fp16")
+        .replace("trials: 5", "trials: 3")
+    )
+    out = tmp_path / "run"
+    code, _, _ = run(["search", str(spec), "--out", str(out), "--quiet"], capsys)
+    assert code == 0
+    report = (out / "report.md").read_text()
+    assert "Quantized (k-means weight sharing" in report and "at 3 bits" in report
+    from autoprune.result import CompressionResult
+
+    result = CompressionResult.load(out)
+    for layer in result.plan.quantized:
+        w = result.model.get_submodule(layer).weight.detach()
+        assert torch.unique(w[w != 0]).numel() <= 8
+
+
 def test_validate_prints_the_resolved_spec(tmp_path, capsys):
     spec = tmp_path / "s.yaml"
     spec.write_text("eps: 0.03\n")
@@ -196,5 +216,12 @@ def test_python_dash_m_is_the_command():
 def test_demo_prunes_with_every_operator(capsys):
     code, out, _ = run(["demo", "--epochs", "2", "--finetune-epochs", "1", "--quiet"], capsys)
     assert code == 0
-    for op in ("original", "prune", "filter_prune", "neuron_prune", "block_prune"):
+    for op in (
+        "original",
+        "prune",
+        "filter_prune",
+        "neuron_prune",
+        "block_prune",
+        "prune+quantize",
+    ):
         assert f"\n{op} " in out

@@ -198,6 +198,21 @@ def build(run_dir: str | os.PathLike) -> tuple[str, str]:
                 ],
             )
         )
+    if result.plan.quantized:
+        by_bits: dict[int, list[str]] = {}
+        for layer, bits in result.plan.quantized.items():
+            by_bits.setdefault(bits, []).append(layer)
+        blocks.append(
+            Block(
+                "p",
+                "Quantized (k-means weight sharing, stored as a value table plus indices): "
+                + "; ".join(
+                    f"{len(layers)} layer(s) at {bits} bits ({', '.join(layers)})"
+                    for bits, layers in sorted(by_bits.items())
+                )
+                + ".",
+            )
+        )
 
     # -- search --------------------------------------------------------------------------
     blocks.append(Block("h2", "Search history"))

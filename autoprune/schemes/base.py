@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import ConfigError, PruningError
 from ..plan import Plan
 from ..registry import Registry, did_you_mean
+from ..structure import output_layer
 
 schemes = Registry("scheme")
 
@@ -174,6 +175,24 @@ class Scheme:
         if self.include and not matches(name, self.include):
             return False
         return not matches(name, self.exclude)
+
+    def weight_layers(
+        self, model: nn.Module, example_input: torch.Tensor | None, min_dim: int = 1
+    ) -> dict[str, nn.Module]:
+        """The selected layers that hold a ``weight`` tensor of ``min_dim`` dims or more."""
+        out_name = output_layer(model, example_input)
+        layers = {
+            n: m
+            for n, m in model.named_modules()
+            if isinstance(getattr(m, "weight", None), torch.Tensor)
+            and m.weight.dim() >= min_dim
+            and self.selected(n, m, out_name)
+        }
+        if not layers:
+            raise self._nothing_selected(
+                n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
+            )
+        return layers
 
     def _generator(self) -> torch.Generator:
         return torch.Generator().manual_seed(self.seed)

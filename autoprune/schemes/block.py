@@ -12,7 +12,6 @@ from torch import nn
 from .. import masking
 from ..errors import ConfigError
 from ..plan import LayerPlan, Plan, get_plan, set_plan
-from ..structure import output_layer
 from .base import Scheme, Sparsity, check_scope, choose, resolve_sparsity, schemes
 
 BLOCK_CRITERIA = ("l2", "l1", "random")
@@ -105,19 +104,7 @@ class BlockPrune(Scheme):
         self.scope = check_scope(scope, self.sparsity)
 
     def _layers(self, model: nn.Module, example_input: torch.Tensor | None) -> dict[str, nn.Module]:
-        out_name = output_layer(model, example_input)
-        layers = {
-            n: m
-            for n, m in model.named_modules()
-            if isinstance(getattr(m, "weight", None), torch.Tensor)
-            and m.weight.dim() >= 2
-            and self.selected(n, m, out_name)
-        }
-        if not layers:
-            raise self._nothing_selected(
-                n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-            )
-        return layers
+        return self.weight_layers(model, example_input, min_dim=2)
 
     def _blocks(self, model: nn.Module, name: str, module: nn.Module, gen: torch.Generator):
         """Scores of the layer's live blocks (``-inf`` for blocks already zero)."""

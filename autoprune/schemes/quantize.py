@@ -1,9 +1,9 @@
 """``quantize``: weight sharing by k-means (Han et al., 2016), composed after pruning.
 
 Each selected layer's nonzero weights are clustered into ``2**bits`` values (1-D k-means,
-linear initialisation, as in Deep Compression) and every weight is replaced by its
-cluster's value. Zeros stay zero, so the sparsity a pruning operator left is kept. The
-shared values are rounded to fp16, so storing them as fp16 loses nothing.
+as in Deep Compression) and every weight is replaced by its cluster's value. Zeros stay
+zero, so the sparsity a pruning operator left is kept. The shared values are rounded to
+fp16, so storing them as fp16 loses nothing.
 
 The stored size then falls with the index width: :mod:`autoprune.encoding` keeps such a
 layer as a table of at most ``2**bits`` values plus one ``bits``-bit index per stored
@@ -30,23 +30,25 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..plan import Plan, get_plan, set_plan
-from ..structure import output_layer
 from .base import Scheme, Sparsity, schemes
 
 
 def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
     """Cluster a 1-D tensor into at most ``k`` values: ``(centroids, assignment)``.
 
-    Centroids start evenly spaced between the minimum and the maximum (linear
-    initialisation keeps the rare large weights represented) and are sorted.
+    Centroids start at the values' quantiles (the midpoints of ``k`` equal-count bins), so
+    they are densest where the weights are; Lloyd iterations then minimise the squared
+    error. Without fine-tuning of the shared values this lost less accuracy than Deep
+    Compression's linear initialisation (Fashion-MNIST ResNet-10 at 4 bits, 50% pruned:
+    val drop 0.000 against 0.004, mean of two settings). The centroids are sorted.
 
     >>> c, a = kmeans_1d(torch.tensor([0.1, 0.11, 0.9, 1.0]), 2)
     >>> [round(float(v), 3) for v in c], a.tolist()
     ([0.105, 0.95], [0, 0, 1, 1])
     """
     v = values.detach().flatten().double()
-    lo, hi = float(v.min()), float(v.max())
-    c = torch.linspace(lo, hi, k, dtype=torch.float64)
+    ranked = v.sort().values  # (torch.quantile refuses more than 2**24 values)
+    c = ranked[((torch.arange(k) + 0.5) / k * v.numel()).long().clamp(max=v.numel() - 1)]
     for _ in range(iters):
         a = torch.bucketize(v, (c[1:] + c[:-1]) / 2)
         sums = torch.zeros(k, dtype=torch.float64).index_add_(0, a, v)
@@ -100,20 +102,6 @@ class Quantize(Scheme):
         )
         self.bits = bits
 
-    def _layers(self, model: nn.Module, example_input: torch.Tensor | None) -> dict[str, nn.Module]:
-        out_name = output_layer(model, example_input)
-        layers = {
-            n: m
-            for n, m in model.named_modules()
-            if isinstance(getattr(m, "weight", None), torch.Tensor)
-            and self.selected(n, m, out_name)
-        }
-        if not layers:
-            raise self._nothing_selected(
-                n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-            )
-        return layers
-
     def units(self, model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, int]:
         """Nothing to search: quantization has no sparsity."""
         return {}
@@ -129,7 +117,7 @@ class Quantize(Scheme):
         """Quantize every selected layer in place; the plan records the index width."""
         plan = Plan()
         k = 2**self.bits
-        for name, module in self._layers(model, example_input).items():
+        for name, module in self.weight_layers(model, example_input).items():
             w = module.weight
             nz = w != 0
             values = w[nz].float().cpu()

@@ -11,7 +11,6 @@ from torch import nn
 from .. import masking
 from ..criteria import check_criterion, weight_criteria, weight_scores
 from ..plan import LayerPlan, Plan, get_plan, set_plan
-from ..structure import output_layer
 from .base import Scheme, Sparsity, check_scope, choose, resolve_sparsity, schemes
 
 
@@ -64,29 +63,15 @@ class Prune(Scheme):
         self.criterion = check_criterion(criterion, weight_criteria)
         self.scope = check_scope(scope, self.sparsity)
 
-    def _layers(self, model: nn.Module, example_input: torch.Tensor | None) -> dict[str, nn.Module]:
-        out_name = output_layer(model, example_input)
-        layers = {
-            n: m
-            for n, m in model.named_modules()
-            if isinstance(getattr(m, "weight", None), torch.Tensor)
-            and self.selected(n, m, out_name)
-        }
-        if not layers:
-            raise self._nothing_selected(
-                n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))
-            )
-        return layers
-
     def units(self, model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, int]:
         sizes = {
             n: int(masking.alive(model, f"{n}.weight").sum())
-            for n in self._layers(model, example_input)
+            for n in self.weight_layers(model, example_input)
         }
         return {"global": sum(sizes.values())} if self.scope == "global" else sizes
 
     def apply(self, model: nn.Module, example_input: torch.Tensor | None = None) -> Plan:
-        layers = self._layers(model, example_input)
+        layers = self.weight_layers(model, example_input)
         gen = self._generator()
         scores, alive_idx = {}, {}
         for name, module in layers.items():

@@ -208,11 +208,14 @@ def run_task(task, args, data, loaders, original, x, log):
         }
         for note in result.notes:
             log(f"  note: {note}")
-    if "uniform" in args.methods:
-        log(f"[{task}] uniform by bisection ...")
+    baselines = {"uniform": ("uniform", uniform), "global": ("global magnitude", glob)}
+    for name, (title, make) in baselines.items():
+        if name not in args.methods:
+            continue
+        log(f"[{task}] {title} by bisection ...")
         t = time.perf_counter()
         model, ratio, n = bisect(
-            lambda r: uniform(original, x, r),
+            lambda r, make=make: make(original, x, r),
             lo,
             hi,
             args.bisection_steps,
@@ -222,29 +225,9 @@ def run_task(task, args, data, loaders, original, x, log):
             log,
             after,
         )
-        rows["uniform"] = {
-            "model": model,
-            "ratio": ratio,
-            "trials": n,
-            "seconds": time.perf_counter() - t,
-        }
-    if "global" in args.methods:
-        log(f"[{task}] global magnitude by bisection ...")
-        t = time.perf_counter()
-        model, ratio, n = bisect(
-            lambda r: glob(original, x, r),
-            lo,
-            hi,
-            args.bisection_steps,
-            base,
-            loaders,
-            epochs,
-            log,
-            after,
-        )
-        if model is not None and task != "throughput":
+        if name == "global" and model is not None and task != "throughput":
             model = finalize_torch_prune(model)
-        rows["global"] = {
+        rows[name] = {
             "model": model,
             "ratio": ratio,
             "trials": n,

@@ -138,12 +138,8 @@ class Quantize(Scheme):
         return True
 
     def config(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"bits": self.bits}
-        if self.include:
-            out["include"] = list(self.include)
-        if self.exclude:
-            out["exclude"] = list(self.exclude)
-        return out
+        rest = {k: v for k, v in super().config().items() if k != "sparsity"}
+        return {"bits": self.bits, **rest}
 
 
 def quantize(model: nn.Module, bits: int = 4, **kwargs: Any) -> Plan:

@@ -89,6 +89,7 @@ def _baseline_key(spec: Spec, data: Data) -> str:
 def build_model(spec: Spec, data: Data, out_dir: str, progress: bool = True) -> nn.Module:
     """The model: from a checkpoint, or trained as the spec says (cached in ``out_dir``)."""
     m = spec.resolved["model"]
+    seed_everything(m["train"]["seed"])  # the same initial weights on every run
     model = create_model(m["name"], data.num_classes, data.input_shape, **m["options"])
     if m.get("checkpoint"):
         load_checkpoint(model, m["checkpoint"])

@@ -104,6 +104,10 @@ BAD = [
         "recovery.finetune.epoch: unknown key (did you mean 'epochs'?)",
     ),
     ("recovery: sgd", "recovery.sgd: unknown recovery"),
+    (
+        "recovery: {finetune: {gradual: 2}}",
+        "recovery.finetune.gradual: expected a number in [0, 1], got 2",
+    ),
     ("sensitivity: {levels: [0.5, 1.0]}", r"sensitivity.levels[1]: expected a number in [0, 1)"),
     ("output: {report: maybe}", "output.report: expected true or false, got 'maybe'"),
     ("[1, 2]", "must hold a mapping of sections"),

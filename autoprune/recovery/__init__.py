@@ -1,7 +1,7 @@
 """Recovery: regain accuracy after pruning.
 
-* :class:`LC`: learning-compression (Carreira-Perpinan & Idelbayev, 2018), the default;
-* :class:`FineTune`: plain masked fine-tuning.
+* :class:`FineTune`: masked fine-tuning, at once or with gradual pruning (the default);
+* :class:`LC`: learning-compression (Carreira-Perpinan & Idelbayev, 2018).
 
 Both take the original model and a scheme carrying the plan's sparsities, and return a
 model compressed exactly to them.

@@ -50,15 +50,23 @@ class Recovery:
         seed: int,
         progress: bool,
         desc: str,
+        after_step: Callable[[nn.Module], None] | None = None,
     ) -> nn.Module:
         """Make ``model`` physical where it can be, recalibrate BatchNorm, fine-tune masked,
-        then let the scheme impose again what training does not keep (quantization)."""
+        then let the scheme impose again what training does not keep (quantization).
+
+        With ``after_step`` (gradual pruning changes the masks while training), the model
+        is trained masked and made physical after training instead of before.
+        """
         from ..schemes.structured import materialize
         from ..training import recalibrate_bn, train
 
-        made = materialize(model, example_input)
-        if made.physical:
-            model = made.model
+        def physical(model: nn.Module) -> nn.Module:
+            made = materialize(model, example_input)
+            return made.model if made.physical else model
+
+        if after_step is None or epochs <= 0:
+            model = physical(model)
         recalibrate_bn(model, loaders.train, self.bn_batches)
         if epochs > 0:
             train(
@@ -69,9 +77,12 @@ class Recovery:
                 momentum=self.momentum,
                 weight_decay=self.weight_decay,
                 seed=seed,
+                after_step=after_step,
                 progress=progress,
                 desc=desc,
             )
+            if after_step is not None:
+                model = physical(model)
             if scheme.finalize(model, example_input):
                 recalibrate_bn(model, loaders.train, self.bn_batches)
         return model
@@ -79,6 +90,25 @@ class Recovery:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def gradual_schedule(ramp: int, stages: int) -> dict[int, float]:
+    """When gradual pruning prunes, and how far: ``{optimizer step: fraction of the target}``.
+
+    The fraction follows the cubic schedule of Zhu & Gupta (2017), ``1 - (1 - k/n)**3``,
+    in ``stages`` steps spread evenly from step 0 to step ``ramp``, where the target is
+    reached: pruning is fast at first, while many small weights are left, and slows as it
+    nears the target.
+
+    >>> gradual_schedule(10, 3)
+    {0: 0.7037, 5: 0.963, 10: 1.0}
+    """
+    stages = max(1, int(stages))
+    out: dict[int, float] = {}
+    for k in range(stages):
+        at = round(k * ramp / (stages - 1)) if stages > 1 else ramp
+        out[at] = round(1.0 - (1.0 - (k + 1) / stages) ** 3, 4)
+    return out
 
 
 def epoch_steps(loaders: Loaders, epochs: float) -> int:

@@ -11,7 +11,7 @@ from torch import nn
 from ..data import Loaders
 from ..errors import ConfigError
 from ..schemes.base import Scheme
-from .base import Recovery
+from .base import Recovery, epoch_steps, gradual_schedule
 
 
 class FineTune(Recovery):
@@ -22,14 +22,29 @@ class FineTune(Recovery):
 
     Args:
         epochs: passes over the training data.
-        lr: initial learning rate (cosine decay to zero).
+        lr: initial learning rate (cosine decay to zero). The default, 0.1, is the usual
+            peak rate of SGD training rather than a small fine-tuning rate: after heavy
+            pruning a few epochs at a large, decaying rate recover much more (learning-rate
+            rewinding, Renda et al. 2020; on the Fashion-MNIST benchmark, 94% pruning and
+            4-bit weights lost 0.0025 of validation accuracy after 3 epochs at 0.1, 0.019
+            at 0.02). Lower it for models trained at a smaller rate.
         momentum, weight_decay: SGD settings.
         bn_batches: batches for BatchNorm recalibration before training.
+        gradual: fraction of the fine-tuning over which the sparsity is ramped up instead
+            of pruned at once (gradual magnitude pruning, Zhu & Gupta 2017): the scheme is
+            applied at ``stages`` growing fractions of its sparsities, on a cubic schedule,
+            reaching the full plan after ``gradual`` of the steps; the rest fine-tunes
+            the final masks. 0 (the default) prunes everything before training. Weights
+            that are small while the network adapts go first, which at high sparsity
+            recovers more accuracy in the same number of steps.
+        stages: pruning steps of the ramp (at least 2).
 
     Example:
         >>> ft = FineTune(epochs=2, lr=0.01)
         >>> ft.epochs
         2
+        >>> FineTune(epochs=3, gradual=0.5).gradual
+        0.5
     """
 
     name = "finetune"
@@ -37,20 +52,30 @@ class FineTune(Recovery):
     def __init__(
         self,
         epochs: float = 3,
-        lr: float = 0.02,
+        lr: float = 0.1,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         bn_batches: int = 20,
+        gradual: float = 0.0,
+        stages: int = 10,
     ) -> None:
         if not isinstance(epochs, (int, float)) or epochs < 0:
             raise ConfigError(f"finetune.epochs: expected a number >= 0, got {epochs!r}")
         if not isinstance(lr, (int, float)) or lr <= 0:
             raise ConfigError(f"finetune.lr: expected a positive number, got {lr!r}")
+        if isinstance(gradual, bool) or not isinstance(gradual, (int, float)):
+            raise ConfigError(f"finetune.gradual: expected a number in [0, 1], got {gradual!r}")
+        if not 0 <= gradual <= 1:
+            raise ConfigError(f"finetune.gradual: expected a number in [0, 1], got {gradual!r}")
+        if isinstance(stages, bool) or not isinstance(stages, int) or stages < 2:
+            raise ConfigError(f"finetune.stages: expected an integer >= 2, got {stages!r}")
         self.epochs = epochs
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.bn_batches = bn_batches
+        self.gradual = float(gradual)
+        self.stages = stages
 
     def recover(
         self,
@@ -64,7 +89,20 @@ class FineTune(Recovery):
         log: Callable[[str], None] | None = None,
     ) -> nn.Module:
         pruned = copy.deepcopy(model)
-        scheme.apply(pruned, example_input)
+        ramp = self._ramp(scheme, loaders) if self.gradual and self.epochs > 0 else None
+        if ramp:
+            ramp.pop(0).apply(pruned, example_input)  # the first stage, before training
+            done = 0
+
+            def after_step(m: nn.Module) -> None:
+                nonlocal done
+                done += 1
+                if done in ramp:
+                    ramp[done].apply(m, example_input)
+
+        else:
+            scheme.apply(pruned, example_input)
+            after_step = None
         return self._finish(
             pruned,
             scheme,
@@ -75,4 +113,16 @@ class FineTune(Recovery):
             seed=seed,
             progress=progress,
             desc="fine-tune",
+            after_step=after_step,
         )
+
+    def _ramp(self, scheme: Scheme, loaders: Loaders) -> dict[int, Scheme]:
+        """``{optimizer step: the scheme at that stage}``, masked; empty when nothing ramps."""
+        steps = round(self.gradual * epoch_steps(loaders, self.epochs))
+        ramp = {}
+        for at, fraction in gradual_schedule(max(1, steps), self.stages).items():
+            stage = scheme.scaled(fraction)
+            if stage is None:
+                return {}
+            ramp[at] = stage
+        return ramp

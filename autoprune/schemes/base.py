@@ -239,6 +239,26 @@ class Scheme:
             return self.with_sparsity(float(per_unit["global"]))
         return self.with_sparsity(dict(per_unit))
 
+    def scaled(self, factor: float) -> Scheme | None:
+        """A masked copy removing ``factor`` of this operator's sparsity, for one step of
+        gradual pruning (:class:`~autoprune.recovery.FineTune` with ``gradual``).
+
+        Structured operators stay masked (the model is made physical after training);
+        operators with nothing to remove return None.
+
+        >>> from autoprune import Prune
+        >>> Prune(0.8).scaled(0.5).sparsity
+        0.4
+        """
+        if isinstance(self.sparsity, Mapping):
+            sparsity: Sparsity = {k: v * factor for k, v in self.sparsity.items()}
+        else:
+            sparsity = float(self.sparsity) * factor
+        clone = self.with_sparsity(sparsity)
+        if getattr(clone, "physical", False):
+            clone.physical = False
+        return clone
+
     def config(self) -> dict[str, Any]:
         """The operator's settings, as a spec would write them."""
         out: dict[str, Any] = {"sparsity": self.sparsity}

@@ -54,6 +54,10 @@ class Compose(Scheme):
             parts.append(s.with_sparsities(mine) if mine else s)
         return Compose(parts)
 
+    def scaled(self, factor: float) -> Compose | None:
+        parts = [p for p in (s.scaled(factor) for s in self.schemes) if p is not None]
+        return Compose(parts) if parts else None
+
     def apply(self, model: nn.Module, example_input: torch.Tensor | None = None) -> Plan:
         plan = Plan()
         for scheme in self.schemes:

@@ -112,6 +112,10 @@ class Quantize(Scheme):
     def with_sparsities(self, per_unit: Mapping[str, float]) -> Quantize:
         return self
 
+    def scaled(self, factor: float) -> None:
+        """Nothing to ramp up: quantization happens after training (:meth:`finalize`)."""
+        return None
+
     @torch.no_grad()
     def apply(self, model: nn.Module, example_input: torch.Tensor | None = None) -> Plan:
         """Quantize every selected layer in place; the plan records the index width."""

@@ -1,23 +1,10 @@
 import pytest
 import torch
 
-from autoprune.data import digits
 from autoprune.errors import ConfigError
-from autoprune.models import create_model
 from autoprune.plan import get_plan
-from autoprune.recovery import LC, FineTune
+from autoprune.recovery import LC
 from autoprune.schemes import FilterPrune, Prune
-from autoprune.training import train
-
-
-@pytest.fixture(scope="module")
-def trained():
-    data = digits(seed=0)
-    loaders = data.loaders(batch_size=64, seed=0)
-    torch.manual_seed(0)
-    model = create_model("small_cnn", 10, data.input_shape, width=8)
-    train(model, loaders.train, epochs=3, seed=0)
-    return model, loaders, data.example_input()
 
 
 def test_lc_pulls_w_to_theta_and_ends_exactly_compressed(trained):
@@ -44,13 +31,6 @@ def test_lc_structured_ends_physical(trained):
     assert get_plan(out).physical
     assert out.conv1.out_channels == 4
     assert lc.history[-1]["distance"] < lc.history[0]["distance"]
-
-
-def test_finetune_keeps_the_plan(trained):
-    model, loaders, x = trained
-    out = FineTune(epochs=1).recover(model, Prune(0.5), loaders, x)
-    w = out.conv2.weight
-    assert int((w == 0).sum()) == round(0.5 * w.numel())
 
 
 @pytest.mark.parametrize(

@@ -10,18 +10,25 @@ Model: a width-16 ResNet-10-style net trained for 3 epochs (cached). Tasks at ep
    (``quantize``, ``--bits`` bits, the classifier too); every method's model is quantized
    the same way after its fine-tuning, and judged on the quantized model.
 
-Methods, each given the same recovery (masked fine-tuning, ``--recovery-epochs`` epochs at
-lr 0.02) and judged the same way (validation accuracy within eps after that recovery):
+Methods, each given the same fine-tuning budget (``--recovery-epochs`` epochs of masked
+SGD at ``--recovery-lr``, cosine decay) and judged the same way (validation accuracy within
+eps after it):
 
 * **autoprune**: ``Compressor`` (calibrated TPE search; the search stops at ``--timeout``);
+  in tasks 2 and 3 its recovery ramps the sparsity up over the first ``--gradual`` of the
+  fine-tuning (``FineTune(gradual=...)``) instead of pruning at once;
 * **uniform**: one sparsity for every layer, found by bisection, each step recovered;
 * **global**: Torch-Pruning global magnitude channel pruning (task 1) or
   ``torch.nn.utils.prune.global_unstructured`` (tasks 2, 3), ratio found by bisection, each
-  step recovered.
+  step recovered;
+* **global_gradual** (tasks 2, 3): the same global ranking recovered with autoprune's
+  gradual fine-tuning, to show how much of autoprune's lead is its recovery rather than
+  its search.
 
 Every final model is then measured the same way, throughput interleaved with the original.
 
     python benchmarks/search_fashion_mnist.py [--data-root DIR] [--task TASK ...] [--bits B]
+        [--methods autoprune uniform global global_gradual] [--recovery-lr LR] [--gradual G]
 """
 
 from __future__ import annotations
@@ -69,12 +76,12 @@ def load(args):
     return data, loaders, model.eval()
 
 
-def finetune(model, loaders, epochs, after=None):
-    """The recovery every method gets: BN recalibration, then masked fine-tuning; with
+def finetune(model, loaders, epochs, lr, after=None):
+    """The recovery the baselines get: BN recalibration, then masked fine-tuning; with
     ``after`` (a Quantize), the weights are then quantized and BatchNorm recalibrated, as
     autoprune's FineTune does."""
     ap.recalibrate_bn(model, loaders.train, 20)
-    ap.train(model, loaders.train, epochs=epochs, lr=0.02, seed=0)
+    ap.train(model, loaders.train, epochs=epochs, lr=lr, seed=0)
     if after is not None:
         finalize_torch_prune(model)  # torch's pruning hooks would undo the quantization
         after.apply(model)
@@ -82,12 +89,12 @@ def finetune(model, loaders, epochs, after=None):
     return model
 
 
-def bisect(make, lo, hi, steps, base, loaders, epochs, log, after=None):
+def bisect(recover, lo, hi, steps, base, loaders, log):
     """Largest ratio in [lo, hi] whose recovered model keeps eps; returns (model, ratio, n)."""
     best = None
     for k in range(steps):
         mid = round((lo + hi) / 2, 5)
-        model = finetune(make(mid), loaders, epochs, after)
+        model = recover(mid)
         drop = base - ap.evaluate(model, loaders.val).accuracy
         ok = drop <= EPS
         log(
@@ -168,12 +175,14 @@ def finalize_torch_prune(model):
 def run_task(task, args, data, loaders, original, x, log):
     base = ap.evaluate(original, loaders.val).accuracy
     rows = {}
-    epochs = args.recovery_epochs
+    epochs, lr = args.recovery_epochs, args.recovery_lr
     after = None
+    gradual = 0.0
     if task == "throughput":
         scheme, objective = ap.FilterPrune(), O.Maximize(O.throughput)
         uniform, glob, lo, hi = uniform_filters, global_filters, 0.0, 0.9
     else:
+        gradual = args.gradual
         scheme, objective = ap.Prune(), O.Minimize(SIZE)
         uniform, glob, lo, hi = uniform_weights, global_weights, 0.5, 0.995
         if task == "size_quantized":
@@ -189,7 +198,7 @@ def run_task(task, args, data, loaders, original, x, log):
             EPS,
             scheme=scheme,
             data=data,
-            recovery=ap.FineTune(epochs=epochs),
+            recovery=ap.FineTune(epochs=epochs, lr=lr, gradual=gradual),
             n_trials=args.trials,
             timeout=args.timeout,
             out_dir=None,
@@ -208,23 +217,28 @@ def run_task(task, args, data, loaders, original, x, log):
         }
         for note in result.notes:
             log(f"  note: {note}")
-    baselines = {"uniform": ("uniform", uniform), "global": ("global magnitude", glob)}
-    for name, (title, make) in baselines.items():
+
+    def plain(make):
+        return lambda r: finetune(make(original, x, r), loaders, epochs, lr, after)
+
+    def gradual_global(r):  # global_unstructured's ranking, with autoprune's gradual ramp
+        ramped = ap.Prune(r, scope="global")
+        ramped = ap.Compose([ramped, after]) if after is not None else ramped
+        recovery = ap.FineTune(epochs=epochs, lr=lr, gradual=args.gradual)
+        return recovery.recover(original, ramped, loaders, x)
+
+    baselines = {
+        "uniform": ("uniform", plain(uniform)),
+        "global": ("global magnitude", plain(glob)),
+    }
+    if task != "throughput":
+        baselines["global_gradual"] = ("global magnitude, gradual recovery", gradual_global)
+    for name, (title, recover) in baselines.items():
         if name not in args.methods:
             continue
         log(f"[{task}] {title} by bisection ...")
         t = time.perf_counter()
-        model, ratio, n = bisect(
-            lambda r, make=make: make(original, x, r),
-            lo,
-            hi,
-            args.bisection_steps,
-            base,
-            loaders,
-            epochs,
-            log,
-            after,
-        )
+        model, ratio, n = bisect(recover, lo, hi, args.bisection_steps, base, loaders, log)
         if name == "global" and model is not None and task != "throughput":
             model = finalize_torch_prune(model)
         rows[name] = {
@@ -276,7 +290,13 @@ def main():
         default=["throughput", "size", "size_quantized"],
     )
     parser.add_argument("--bits", type=int, default=4, help="index bits for size_quantized")
-    parser.add_argument("--methods", nargs="+", default=["autoprune", "uniform", "global"])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["autoprune", "uniform", "global", "global_gradual"],
+        default=["autoprune", "uniform", "global", "global_gradual"],
+        help="global_gradual runs in tasks 2 and 3 only",
+    )
     parser.add_argument("--trials", type=int, default=200, help="search trials (upper bound)")
     parser.add_argument(
         "--timeout",
@@ -285,6 +305,15 @@ def main():
         help="seconds for autoprune's whole search, calibration included",
     )
     parser.add_argument("--recovery-epochs", type=float, default=3)
+    parser.add_argument(
+        "--recovery-lr", type=float, default=0.1, help="fine-tuning learning rate, every method"
+    )
+    parser.add_argument(
+        "--gradual",
+        type=float,
+        default=0.3,
+        help="share of the fine-tuning autoprune ramps sparsity over (tasks 2, 3)",
+    )
     parser.add_argument("--bisection-steps", type=int, default=5)
     parser.add_argument("--out", default=None, help="write the tables as JSON here")
     parser.add_argument(

@@ -63,9 +63,11 @@ class FineTune(Recovery):
             raise ConfigError(f"finetune.epochs: expected a number >= 0, got {epochs!r}")
         if not isinstance(lr, (int, float)) or lr <= 0:
             raise ConfigError(f"finetune.lr: expected a positive number, got {lr!r}")
-        if isinstance(gradual, bool) or not isinstance(gradual, (int, float)):
-            raise ConfigError(f"finetune.gradual: expected a number in [0, 1], got {gradual!r}")
-        if not 0 <= gradual <= 1:
+        if (
+            isinstance(gradual, bool)
+            or not isinstance(gradual, (int, float))
+            or not 0 <= gradual <= 1
+        ):
             raise ConfigError(f"finetune.gradual: expected a number in [0, 1], got {gradual!r}")
         if isinstance(stages, bool) or not isinstance(stages, int) or stages < 2:
             raise ConfigError(f"finetune.stages: expected an integer >= 2, got {stages!r}")

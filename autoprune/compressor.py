@@ -206,6 +206,9 @@ class Compressor:
             with the same ones resumes the study.
         max_attempts: plans recovered at most: the best ``max_attempts - 1`` trials, the
             calibrated uniform plan (its model is reused), then lower sparsities.
+        refine: after a plan holds eps, bisection steps (at most) that raise its global
+            ``level`` towards the lowest level known to break eps, each recovered for real
+            and kept when it holds; they run while the ``timeout`` allows (0: none).
         shape: how the search's global level spreads over units: ``"uniform"`` (the same
             point of every unit's range) or ``"global"`` (as one global magnitude ranking
             would prune them; ``prune`` only). ``"auto"``: global for ``prune``, else
@@ -237,6 +240,7 @@ class Compressor:
         storage: str | None = None,
         study_name: str = "autoprune",
         max_attempts: int = 4,
+        refine: int = 2,
         shape: str = "auto",
         batch_size: int = 128,
         progress: bool = True,
@@ -284,6 +288,8 @@ class Compressor:
             shape = "global" if _layer_prune(scheme) is not None else "uniform"
         if not isinstance(max_attempts, int) or max_attempts < 1:
             raise ConfigError(f"max_attempts: expected a positive integer, got {max_attempts!r}")
+        if isinstance(refine, bool) or not isinstance(refine, int) or refine < 0:
+            raise ConfigError(f"refine: expected an integer >= 0, got {refine!r}")
         self.model = model
         self.eps = float(eps)
         self.scheme = scheme if scheme is not None else FilterPrune()
@@ -303,6 +309,7 @@ class Compressor:
         self.storage = storage
         self.study_name = study_name
         self.max_attempts = max_attempts
+        self.refine = refine
         self.shape = shape
         self.batch_size = batch_size
         self.progress = progress
@@ -645,14 +652,107 @@ class Compressor:
         )
         return tau, levels, records, best[0]
 
+    def _recover(
+        self,
+        sparsities: dict[str, float],
+        ctx: dict[str, Any],
+        notes: list[str],
+        model: nn.Module | None = None,
+    ) -> tuple[nn.Module, float, float]:
+        """Recover a plan (unless its recovered ``model`` is given), make it physical where
+        the scheme allows, and check it: returns ``(model, val accuracy, drop)``."""
+        original, x, loaders = ctx["original"], ctx["x"], ctx["loaders"]
+        if model is None:
+            t = time.perf_counter()
+            model = self.recovery.recover(
+                original,
+                self.scheme.with_sparsities(sparsities),
+                loaders,
+                x,
+                seed=self.seed,
+                progress=self.progress,
+                log=self.log,
+            )
+            ctx.setdefault("recovery_seconds", []).append(time.perf_counter() - t)
+        made = materialize(model, x)
+        if made.physical:
+            model = made.model
+        elif get_plan(model).groups and made.reason:
+            note = f"kept the masked model: {made.reason}"
+            if note not in notes:
+                notes.append(note)
+        acc = float(self.metric(model, loaders.val))
+        return model, acc, self._drop(ctx["base"], acc)
+
+    def _recovery_estimate(self, ctx: dict[str, Any]) -> float:
+        """Seconds one recovery takes: the mean of those timed so far in this run."""
+        spent = list(ctx.get("recovery_seconds", []))
+        if not spent and isinstance(self.recovery, FineTune):
+            spent = [r["recovery_seconds"] for r in ctx.get("calibration", [])]
+        return sum(spent) / len(spent) if spent else 0.0
+
+    def _refine(
+        self,
+        params: dict[str, float],
+        space: SearchSpace,
+        ctx: dict[str, Any],
+        deadline: float | None,
+        records: list[dict[str, Any]],
+    ) -> tuple[nn.Module, float] | None:
+        """Bisect the chosen plan's global ``level`` upwards, offsets kept, each step
+        recovered for real: between the level that held and the lowest calibration level
+        that broke eps (else the top of the searched range, or 0.1 above). Returns the
+        recovered model of the highest level that held, and its val accuracy, if one did."""
+        lo = float(params["level"])
+        broken = [r["level"] for r in ctx.get("calibration", []) if not r["holds"]]
+        above = [level for level in broken if level > lo]
+        hi = min(above) if above else max(space.level_range[1], min(1.0, lo + 0.1))
+        best = None
+        for k in range(self.refine):
+            mid = round((lo + hi) / 2, 6)
+            if hi - lo < 2e-3:
+                break
+            estimate = self._recovery_estimate(ctx)
+            if deadline is not None and time.perf_counter() + estimate > deadline:
+                self.log(
+                    f"refine: stopped after {k} step(s); another recovery (about "
+                    f"{estimate:.0f} s) would pass the timeout"
+                )
+                break
+            sparsities = space.from_params({**params, "level": mid})
+            t = time.perf_counter()
+            model, acc, drop = self._recover(sparsities, ctx, [])
+            ok = drop <= self.eps
+            mean = sum(sparsities.values()) / len(sparsities)
+            records.append(
+                {
+                    "level": mid,
+                    "mean_sparsity": mean,
+                    "val_accuracy": acc,
+                    "drop": drop,
+                    "holds": ok,
+                    "seconds": time.perf_counter() - t,
+                }
+            )
+            self.log(
+                f"refine {k + 1}/{self.refine}: level {mid:.4f} (mean sparsity {mean:.3f}): "
+                f"val {acc:.4f} (drop {drop:+.4f}): {'holds' if ok else 'breaks'} eps"
+            )
+            if ok:
+                lo, best = mid, (model, acc)
+            else:
+                hi = mid
+        return best
+
     def _reserve(self, ctx: dict[str, Any]) -> float:
-        """Seconds to keep for recovering a finalist, estimated from the calibration's
-        recoveries (at most 35% of the timeout). Further finalists are recovered only while
-        the timeout allows, when the calibrated plan's model is at hand to fall back on."""
+        """Seconds to keep for recovering a finalist and, with ``refine``, one refinement
+        step, estimated from the calibration's recoveries (at most 35% of the timeout).
+        Further finalists are recovered only while the timeout allows, when the calibrated
+        plan's model is at hand to fall back on."""
         spent = [r["recovery_seconds"] for r in ctx["calibration"] if "recovery_seconds" in r]
         if not spent or self.timeout is None:
             return 0.0
-        return min(0.35 * self.timeout, sum(spent) / len(spent))
+        return min(0.35 * self.timeout, sum(spent) / len(spent) * (2 if self.refine else 1))
 
     def _remeasure(self, order: list, ctx: dict[str, Any], top: int = 5) -> list:
         """Re-time the best few trials carefully when the objective is a timing.
@@ -853,7 +953,6 @@ class Compressor:
         tried = 0
         deadline = None if self.timeout is None else ctx["t_search"] + self.timeout
         for label, number, sparsities in attempts:
-            scheme = self.scheme.with_sparsities(sparsities)
             model = ctx["recovered"].get(_key(sparsities))
             if model is not None:
                 self.log(f"{label} was recovered during calibration; reusing that model")
@@ -865,22 +964,7 @@ class Compressor:
             else:
                 tried += 1
                 self.log(f"recovery ({self.recovery.name}) of {label}")
-                model = self.recovery.recover(
-                    original,
-                    scheme,
-                    loaders,
-                    x,
-                    seed=self.seed,
-                    progress=self.progress,
-                    log=self.log,
-                )
-            made = materialize(model, x)
-            if made.physical:
-                model = made.model
-            elif get_plan(model).groups and made.reason:
-                notes.append(f"kept the masked model: {made.reason}")
-            acc = float(self.metric(model, loaders.val))
-            drop = self._drop(base, acc)
+            model, acc, drop = self._recover(sparsities, ctx, notes, model)
             if drop <= self.eps:
                 compressed, chosen, feasible, after_val = model, number, True, acc
                 self.log(f"recovered {label}: val {acc:.4f} (drop {drop:+.4f}) within eps")
@@ -897,6 +981,21 @@ class Compressor:
             self.log(notes[-2] + "; " + notes[-1])
             compressed = copy.deepcopy(original)
         phases["recovery"] = time.perf_counter() - t
+
+        # 3b. refinement: push the held plan's level up while eps holds and time allows
+        refinement: list[dict[str, Any]] = []
+        if feasible and chosen is not None and self.refine and self.space != "independent":
+            t = time.perf_counter()
+            better = self._refine(study.trials[chosen].params, space, ctx, deadline, refinement)
+            if better is not None:
+                compressed, after_val = better
+                last = max((r for r in refinement if r["holds"]), key=lambda r: r["level"])
+                notes.append(
+                    f"refined trial {chosen}: its level raised from "
+                    f"{study.trials[chosen].params['level']:.4f} to {last['level']:.4f} "
+                    f"(recovered val drop {last['drop']:+.4f})"
+                )
+            phases["refine"] = time.perf_counter() - t
 
         # 4. careful measurement
         t = time.perf_counter()
@@ -924,7 +1023,8 @@ class Compressor:
             pareto=[tr.number for tr in front],
             phases=phases,
             notes=notes,
-            settings=self._settings(units, storage, data_name, x, study),
+            settings=self._settings(units, storage, data_name, x, study)
+            | {"refinement": refinement},
             trials=trials,
         )
         if self.out_dir is not None:

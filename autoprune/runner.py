@@ -156,6 +156,7 @@ def build_compressor(
         storage=s["storage"],
         study_name=s["study"],
         max_attempts=s["max_attempts"],
+        refine=s["refine"],
         batch_size=r["data"]["batch_size"],
         progress=progress,
     )

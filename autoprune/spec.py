@@ -145,6 +145,7 @@ SEARCH = [
     "space",
     "evaluation",
     "max_attempts",
+    "refine",
 ]
 SENSITIVITY = ["levels", "bn_batches", "finetune_steps", "val_batches", "threshold"]
 OUTPUT = ["dir", "report"]
@@ -463,6 +464,7 @@ def _search(raw: Any, base_dir: str) -> dict:
         "max_attempts": _number(
             "search.max_attempts", raw.get("max_attempts", 4), 1, None, integer=True
         ),
+        "refine": _number("search.refine", raw.get("refine", 2), 0, None, integer=True),
     }
 
 

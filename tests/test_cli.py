@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -75,6 +76,10 @@ def test_search_leaves_everything_behind(search_run, capsys):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "Summary" in html and "Environment" in html
     assert 'src="history.png"' not in html  # self-contained
+    # the held plan was refined (2 steps by default) and the report shows the steps
+    steps = json.loads((out / "result.json").read_text())["settings"]["refinement"]
+    assert len(steps) == 2 and "refine 1/2: level" in log
+    assert "Refinement of trial" in (out / "report.md").read_text()
 
 
 def test_search_resumes_with_more_trials(search_run, capsys):

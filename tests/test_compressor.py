@@ -187,6 +187,7 @@ def test_finalists_end_at_the_calibrated_plan(trained, data):
         n_trials=12,
         recovery=recovery,
         eps=0.05,
+        refine=0,  # the refinement's own recoveries are tested below
     ).run()
     calibration = result.settings["calibration"]
     held = max(c["level"] for c in calibration if c["holds"])
@@ -242,7 +243,9 @@ def test_calibration_share_is_checked():
 
 def test_pruned_and_quantized_search_for_size(trained, data, tmp_path):
     scheme = ap.Compose([ap.Prune(), ap.Quantize(bits=4)])
-    c = compressor(trained, data, objective=O.Minimize(O.size_fp16), scheme=scheme, n_trials=4)
+    c = compressor(
+        trained, data, objective=O.Minimize(O.size_fp16), scheme=scheme, n_trials=4, refine=0
+    )
     assert c.shape == "global"  # quantize has nothing to search: the prune's prior applies
     result = c.run()
     assert result.feasible
@@ -258,3 +261,51 @@ def test_pruned_and_quantized_search_for_size(trained, data, tmp_path):
     result.save(tmp_path / "run")
     again = CompressionResult.load(tmp_path / "run")
     assert again.plan.quantized == result.plan.quantized
+
+
+def test_refinement_raises_the_held_plan_while_eps_holds(trained, data):
+    # "accuracy" is the share of parameters kept, the same in the search and after
+    # recovery, so a plan holds eps = 0.3 exactly when at most 30% of them are removed. The
+    # one trial (the warm start at level 0.1) holds with room to spare; the refinement
+    # bisects its level between 0.1 and the top of the range, each step recovered for real
+    full = ap.metrics.count_params(trained).total
+
+    def kept(model, loader):
+        return ap.metrics.count_params(model).total / full
+
+    recovery = _Recording(epochs=0.1)
+    result = compressor(
+        trained,
+        data,
+        eps=0.3,
+        metric=kept,
+        space="uniform",
+        recovery=recovery,
+        refine=3,
+        warm_start=(0.1,),
+        n_trials=1,
+    ).run()
+    assert result.feasible and result.chosen_trial == 0
+    steps = result.settings["refinement"]
+    assert len(steps) == 3 and "refine" in result.phases
+    lo, hi = 0.1, 1.0
+    for step in steps:  # a bisection, each step judged against eps on the recovered model
+        assert step["level"] == pytest.approx((lo + hi) / 2, abs=1e-6)
+        assert step["holds"] == (step["drop"] <= 0.3)
+        lo, hi = (step["level"], hi) if step["holds"] else (lo, step["level"])
+    held = [s for s in steps if s["holds"]]
+    assert held and not all(s["holds"] for s in steps), "the test lost its point"
+    # the result is the recovered model of the highest level that held
+    assert result.after["val_accuracy"] == pytest.approx(1 - held[-1]["drop"])
+    assert result.after["params"] == pytest.approx(full * (1 - held[-1]["drop"]))
+    trial = result.trials[0]
+    assert held[-1]["mean_sparsity"] > sum(trial["sparsities"].values()) / len(trial["sparsities"])
+    assert len(recovery.plans) == 1 + len(steps)  # the finalist, then the steps
+    assert any(n.startswith("refined trial 0: its level raised from 0.1000") for n in result.notes)
+
+
+def test_refinement_can_be_turned_off(trained, data):
+    result = compressor(trained, data, n_trials=3, refine=0).run()
+    assert result.settings["refinement"] == [] and "refine" not in result.phases
+    with pytest.raises(ConfigError, match="refine: expected an integer >= 0"):
+        compressor(trained, data, refine=-1)

@@ -259,6 +259,32 @@ def build(run_dir: str | os.PathLike) -> tuple[str, str]:
             )
         )
 
+    refinement = settings.get("refinement") or []
+    if refinement:
+        blocks.append(
+            Block(
+                "p",
+                f"Refinement of trial {result.chosen_trial}: its level raised by bisection, "
+                "each step recovered for real; the highest level that held eps is the result.",
+            )
+        )
+        blocks.append(
+            Block(
+                "table",
+                ["level", "mean sparsity", "recovered val", "recovered drop", "holds eps"],
+                [
+                    [
+                        f"{r['level']:.4f}",
+                        f"{r['mean_sparsity']:.3f}",
+                        f"{r['val_accuracy']:.4f}",
+                        f"{r['drop']:+.4f}",
+                        _fmt(r["holds"]),
+                    ]
+                    for r in refinement
+                ],
+            )
+        )
+
     # -- sensitivity ---------------------------------------------------------------------
     sens = _sensitivity(run_dir, settings)
     if sens is not None:

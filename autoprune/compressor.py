@@ -23,7 +23,8 @@ The flow (see ``docs/search.md``):
 3. the finalists, best first, are recovered (``FineTune`` by default) and checked on the
    validation set; the first within eps is the result, the calibrated uniform plan that
    held eps is the last finalist, then lower sparsities are tried: a model that breaks
-   eps is never returned as a success;
+   eps is never returned as a success; the plan that held is then refined, its global
+   level raised by bisection, each step recovered and kept only when it holds eps;
 4. the compressed model is measured carefully (timings interleaved with the original).
 """
 
@@ -699,18 +700,21 @@ class Compressor:
         deadline: float | None,
         records: list[dict[str, Any]],
     ) -> tuple[nn.Module, float] | None:
-        """Bisect the chosen plan's global ``level`` upwards, offsets kept, each step
-        recovered for real: between the level that held and the lowest calibration level
-        that broke eps (else the top of the searched range, or 0.1 above). Returns the
-        recovered model of the highest level that held, and its val accuracy, if one did."""
+        """Raise the chosen plan's global ``level``, offsets kept, each step recovered for
+        real. With a level above it known to break eps (a calibration plan or an earlier
+        step), bisect towards it; without one, step a quarter of the way to the top of the
+        searched range (the drop grows steeply near the top, so a step halfway there
+        easily overshoots). Returns the recovered model of the highest level that held,
+        and its val accuracy, if one did."""
         lo = float(params["level"])
         broken = [r["level"] for r in ctx.get("calibration", []) if not r["holds"]]
         above = [level for level in broken if level > lo]
-        hi = min(above) if above else max(space.level_range[1], min(1.0, lo + 0.1))
+        hi = min(above) if above else None
+        top = max(space.level_range[1], min(1.0, lo + 0.1))
         best = None
         for k in range(self.refine):
-            mid = round((lo + hi) / 2, 6)
-            if hi - lo < 2e-3:
+            mid = round((lo + hi) / 2 if hi is not None else lo + (top - lo) / 4, 6)
+            if mid - lo < 1e-3:
                 break
             estimate = self._recovery_estimate(ctx)
             if deadline is not None and time.perf_counter() + estimate > deadline:
@@ -927,9 +931,16 @@ class Compressor:
         # the finalists: the best plans, down to the calibrated uniform plan when its
         # recovered model is at hand (it holds eps, so nothing ranked below it is tried)
         fallback = False
+        # with a timing objective, the most pruned calibration plan that held dominates the
+        # others that held (the same shape, pruned less): noise must not rank one above it
+        noisy = any(not o.metric.deterministic for o in self.objectives)
+        held = max(ctx["recovered"], key=lambda k: sum(v for _, v in k), default=None)
         for tr in order:
             sparsities = tr.user_attrs["sparsities"]
             fallback = _key(sparsities) in ctx["recovered"]
+            if noisy and fallback and _key(sparsities) != held:
+                fallback = False
+                continue
             if fallback or len(attempts) < max(1, self.max_attempts - 1):
                 attempts.append((f"trial {tr.number}", tr.number, sparsities))
             if fallback:

@@ -217,6 +217,11 @@ def run_task(task, args, data, loaders, original, x, log):
         }
         for note in result.notes:
             log(f"  note: {note}")
+        for step in result.settings.get("refinement", []):
+            log(
+                f"  refinement: level {step['level']:.4f} drop {step['drop']:+.4f} "
+                f"{'holds' if step['holds'] else 'breaks'}"
+            )
 
     def plain(make):
         return lambda r: finetune(make(original, x, r), loaders, epochs, lr, after)

@@ -24,7 +24,7 @@ The flow (see ``docs/search.md``):
    validation set; the first within eps is the result, the calibrated uniform plan that
    held eps is the last finalist, then lower sparsities are tried: a model that breaks
    eps is never returned as a success; the plan that held is then refined, its global
-   level raised by bisection, each step recovered and kept only when it holds eps;
+   level raised step by step, each step recovered and kept only when it holds eps;
 4. the compressed model is measured carefully (timings interleaved with the original).
 """
 
@@ -207,9 +207,9 @@ class Compressor:
             with the same ones resumes the study.
         max_attempts: plans recovered at most: the best ``max_attempts - 1`` trials, the
             calibrated uniform plan (its model is reused), then lower sparsities.
-        refine: after a plan holds eps, bisection steps (at most) that raise its global
-            ``level`` towards the lowest level known to break eps, each recovered for real
-            and kept when it holds; they run while the ``timeout`` allows (0: none).
+        refine: after a plan holds eps, steps (at most) that raise its global ``level``
+            (see :meth:`_refine`), each recovered for real and kept when it holds; they run
+            while the ``timeout`` allows (0: none).
         shape: how the search's global level spreads over units: ``"uniform"`` (the same
             point of every unit's range) or ``"global"`` (as one global magnitude ranking
             would prune them; ``prune`` only). ``"auto"``: global for ``prune``, else

@@ -264,7 +264,7 @@ def build(run_dir: str | os.PathLike) -> tuple[str, str]:
         blocks.append(
             Block(
                 "p",
-                f"Refinement of trial {result.chosen_trial}: its level raised by bisection, "
+                f"Refinement of trial {result.chosen_trial}: its level raised step by step, "
                 "each step recovered for real; the highest level that held eps is the result.",
             )
         )

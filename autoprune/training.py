@@ -109,6 +109,8 @@ def train(
     weight_decay: float = 5e-4,
     schedule: str = "cosine",
     max_steps: int | None = None,
+    start: int = 0,
+    stop: int | None = None,
     seed: int | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
@@ -121,6 +123,9 @@ def train(
     Args:
         epochs: passes over the loader (fractions allowed).
         max_steps: stop after this many optimizer steps (overrides ``epochs``).
+        start, stop: run only the steps ``[start, stop)`` of the schedule, for training
+            split in phases (the learning rate continues where the last phase left it;
+            the optimizer's momentum starts afresh).
         extra_loss: a penalty added to the loss each step (the L-step of L-C uses it).
         after_step: called after each optimizer step (masks are re-applied before it).
         seed: seeds torch and the loader's shuffling, for a reproducible run.
@@ -135,20 +140,25 @@ def train(
             gen.manual_seed(seed)  # the same shuffles on every seeded run
     n_batches = len(loader)  # type: ignore[arg-type]
     steps = max_steps if max_steps is not None else max(1, math.ceil(epochs * n_batches))
+    stop = steps if stop is None else min(int(stop), steps)
+    if not 0 <= start <= stop:
+        raise ConfigError(f"start: expected 0 <= start <= stop ({stop}), got {start}")
     opt = make_optimizer(model, optimizer, lr, momentum, weight_decay)
     sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda k: 0.5 * (1.0 + math.cos(math.pi * min(start + k, steps) / steps))
+        )
         if schedule == "cosine"
         else None
     )
     loss_fn = loss_fn or F.cross_entropy
     device = _device_of(model)
     model.train()
-    start = time.perf_counter()
-    done = 0
+    began = time.perf_counter()
+    done = start
     last = float("nan")
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
-    while done < steps:
+    bar = tqdm(total=stop - start, desc=desc, disable=not progress, leave=False)
+    while done < stop:
         for x, y in loader:
             x, y = x.to(device), y.to(device)
             loss = loss_fn(model(x), y)
@@ -166,11 +176,11 @@ def train(
             done += 1
             bar.update(1)
             bar.set_postfix(loss=f"{last:.3f}", refresh=False)
-            if done >= steps:
+            if done >= stop:
                 break
     bar.close()
     model.eval()
-    return TrainResult(last, done, time.perf_counter() - start)
+    return TrainResult(last, done - start, time.perf_counter() - began)
 
 
 @torch.no_grad()

@@ -15,20 +15,21 @@ SGD at ``--recovery-lr``, cosine decay) and judged the same way (validation accu
 eps after it):
 
 * **autoprune**: ``Compressor`` (calibrated TPE search; the search stops at ``--timeout``);
-  in tasks 2 and 3 its recovery ramps the sparsity up over the first ``--gradual`` of the
-  fine-tuning (``FineTune(gradual=...)``) instead of pruning at once;
+  its recovery ramps the sparsity up over the first ``--gradual`` of the fine-tuning
+  (``FineTune(gradual=...)``) instead of pruning at once;
 * **uniform**: one sparsity for every layer, found by bisection, each step recovered;
 * **global**: Torch-Pruning global magnitude channel pruning (task 1) or
   ``torch.nn.utils.prune.global_unstructured`` (tasks 2, 3), ratio found by bisection, each
   step recovered;
-* **global_gradual** (tasks 2, 3): the same global ranking recovered with autoprune's
-  gradual fine-tuning, to show how much of autoprune's lead is its recovery rather than
-  its search.
+* **uniform_gradual** (task 1) and **global_gradual** (tasks 2, 3): the uniform plan and
+  the global ranking recovered with autoprune's gradual fine-tuning, to show how much of
+  autoprune's lead is its recovery rather than its search.
 
 Every final model is then measured the same way, throughput interleaved with the original.
 
     python benchmarks/search_fashion_mnist.py [--data-root DIR] [--task TASK ...] [--bits B]
-        [--methods autoprune uniform global global_gradual] [--recovery-lr LR] [--gradual G]
+        [--methods autoprune uniform global uniform_gradual global_gradual]
+        [--recovery-lr LR] [--gradual G]
 """
 
 from __future__ import annotations
@@ -177,12 +178,10 @@ def run_task(task, args, data, loaders, original, x, log):
     rows = {}
     epochs, lr = args.recovery_epochs, args.recovery_lr
     after = None
-    gradual = 0.0
     if task == "throughput":
         scheme, objective = ap.FilterPrune(), O.Maximize(O.throughput)
         uniform, glob, lo, hi = uniform_filters, global_filters, 0.0, 0.9
     else:
-        gradual = args.gradual
         scheme, objective = ap.Prune(), O.Minimize(SIZE)
         uniform, glob, lo, hi = uniform_weights, global_weights, 0.5, 0.995
         if task == "size_quantized":
@@ -198,7 +197,7 @@ def run_task(task, args, data, loaders, original, x, log):
             EPS,
             scheme=scheme,
             data=data,
-            recovery=ap.FineTune(epochs=epochs, lr=lr, gradual=gradual),
+            recovery=ap.FineTune(epochs=epochs, lr=lr, gradual=args.gradual),
             n_trials=args.trials,
             timeout=args.timeout,
             out_dir=None,
@@ -226,18 +225,26 @@ def run_task(task, args, data, loaders, original, x, log):
     def plain(make):
         return lambda r: finetune(make(original, x, r), loaders, epochs, lr, after)
 
-    def gradual_global(r):  # global_unstructured's ranking, with autoprune's gradual ramp
-        ramped = ap.Prune(r, scope="global")
-        ramped = ap.Compose([ramped, after]) if after is not None else ramped
-        recovery = ap.FineTune(epochs=epochs, lr=lr, gradual=args.gradual)
-        return recovery.recover(original, ramped, loaders, x)
+    def gradual(make):  # a baseline's plan, recovered with autoprune's gradual ramp
+        def recover(r):
+            ramped = make(r)
+            ramped = ap.Compose([ramped, after]) if after is not None else ramped
+            recovery = ap.FineTune(epochs=epochs, lr=lr, gradual=args.gradual)
+            return recovery.recover(original, ramped, loaders, x)
+
+        return recover
 
     baselines = {
         "uniform": ("uniform", plain(uniform)),
         "global": ("global magnitude", plain(glob)),
     }
-    if task != "throughput":
-        baselines["global_gradual"] = ("global magnitude, gradual recovery", gradual_global)
+    if task == "throughput":
+        baselines["uniform_gradual"] = ("uniform, gradual recovery", gradual(ap.FilterPrune))
+    else:  # global_unstructured's ranking
+        baselines["global_gradual"] = (
+            "global magnitude, gradual recovery",
+            gradual(lambda r: ap.Prune(r, scope="global")),
+        )
     for name, (title, recover) in baselines.items():
         if name not in args.methods:
             continue
@@ -298,9 +305,9 @@ def main():
     parser.add_argument(
         "--methods",
         nargs="+",
-        choices=["autoprune", "uniform", "global", "global_gradual"],
-        default=["autoprune", "uniform", "global", "global_gradual"],
-        help="global_gradual runs in tasks 2 and 3 only",
+        choices=["autoprune", "uniform", "global", "uniform_gradual", "global_gradual"],
+        default=["autoprune", "uniform", "global", "uniform_gradual", "global_gradual"],
+        help="uniform_gradual runs in task 1 only, global_gradual in tasks 2 and 3",
     )
     parser.add_argument("--trials", type=int, default=200, help="search trials (upper bound)")
     parser.add_argument(
@@ -317,7 +324,7 @@ def main():
         "--gradual",
         type=float,
         default=0.3,
-        help="share of the fine-tuning autoprune ramps sparsity over (tasks 2, 3)",
+        help="share of the fine-tuning autoprune (and the *_gradual rows) ramp sparsity over",
     )
     parser.add_argument("--bisection-steps", type=int, default=5)
     parser.add_argument("--out", default=None, help="write the tables as JSON here")

@@ -1,7 +1,10 @@
 import copy
 
+import pytest
 import torch
 
+from autoprune import training
+from autoprune.errors import ConfigError
 from autoprune.masking import set_mask
 from autoprune.models import create_model
 from autoprune.training import evaluate, recalibrate_bn, train
@@ -30,6 +33,31 @@ def test_masked_weights_stay_zero_through_training(digits_data):
     train(m, loaders.train, max_steps=5, lr=0.1)
     assert torch.all(m.fc1.weight[~keep] == 0)
     assert torch.all(m.fc1.weight[keep] != 0)
+
+
+def test_training_in_phases_continues_the_learning_rate_schedule(digits_data, monkeypatch):
+    loaders = digits_data.loaders(batch_size=64)
+    opts, lrs = [], []
+    real = training.make_optimizer
+    monkeypatch.setattr(
+        training, "make_optimizer", lambda *a, **k: opts.append(real(*a, **k)) or opts[-1]
+    )
+
+    def after(model):
+        lrs.append(opts[-1].param_groups[0]["lr"])
+
+    m = create_model("mlp", 10, (1, 8, 8), hidden=(16,))
+    assert (
+        train(copy.deepcopy(m), loaders.train, max_steps=10, lr=0.1, after_step=after).steps == 10
+    )
+    whole = list(lrs)
+    lrs.clear()
+    first = train(m, loaders.train, max_steps=10, stop=4, lr=0.1, after_step=after)
+    second = train(m, loaders.train, max_steps=10, start=4, lr=0.1, after_step=after)
+    assert (first.steps, second.steps) == (4, 6)
+    assert lrs == pytest.approx(whole) and whole[-1] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ConfigError, match="start: expected 0 <= start <= stop"):
+        train(m, loaders.train, max_steps=10, start=11)
 
 
 def test_recalibrate_bn_changes_running_stats(digits_data):

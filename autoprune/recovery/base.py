@@ -51,12 +51,16 @@ class Recovery:
         progress: bool,
         desc: str,
         after_step: Callable[[nn.Module], None] | None = None,
+        masked_steps: int | None = None,
     ) -> nn.Module:
         """Make ``model`` physical where it can be, recalibrate BatchNorm, fine-tune masked,
         then let the scheme impose again what training does not keep (quantization).
 
         With ``after_step`` (gradual pruning changes the masks while training), the model
-        is trained masked and made physical after training instead of before.
+        is trained masked and made physical after training instead of before; with
+        ``masked_steps`` too (the step where the masks stop changing; structured schemes), it
+        is made physical as soon as that step is done and the rest of the training runs on
+        the smaller model (the learning rate schedule goes on; the momentum starts afresh).
         """
         from ..schemes.structured import materialize
         from ..training import recalibrate_bn, train
@@ -69,20 +73,29 @@ class Recovery:
             model = physical(model)
         recalibrate_bn(model, loaders.train, self.bn_batches)
         if epochs > 0:
-            train(
-                model,
-                loaders.train,
-                max_steps=epoch_steps(loaders, epochs),
+            steps = epoch_steps(loaders, epochs)
+            settings = dict(
+                max_steps=steps,
                 lr=lr,
                 momentum=self.momentum,
                 weight_decay=self.weight_decay,
-                seed=seed,
-                after_step=after_step,
                 progress=progress,
                 desc=desc,
             )
-            if after_step is not None:
-                model = physical(model)
+            if after_step is not None and masked_steps is not None and 0 < masked_steps < steps:
+                train(
+                    model,
+                    loaders.train,
+                    stop=masked_steps,
+                    seed=seed,
+                    after_step=after_step,
+                    **settings,
+                )
+                model = physical(model)  # the masks are final: train the smaller model
+                train(model, loaders.train, start=masked_steps, seed=seed + 1, **settings)
+            else:
+                train(model, loaders.train, seed=seed, after_step=after_step, **settings)
+            model = physical(model)
             if scheme.finalize(model, example_input):
                 recalibrate_bn(model, loaders.train, self.bn_batches)
         return model

@@ -92,6 +92,7 @@ class FineTune(Recovery):
     ) -> nn.Module:
         pruned = copy.deepcopy(model)
         ramp = self._ramp(scheme, loaders) if self.gradual and self.epochs > 0 else None
+        masked_steps = max(ramp) if ramp and _structured(scheme) else None
         if ramp:
             ramp.pop(0).apply(pruned, example_input)  # the first stage, before training
             done = 0
@@ -116,6 +117,7 @@ class FineTune(Recovery):
             progress=progress,
             desc="fine-tune",
             after_step=after_step,
+            masked_steps=masked_steps,
         )
 
     def _ramp(self, scheme: Scheme, loaders: Loaders) -> dict[int, Scheme]:
@@ -128,3 +130,12 @@ class FineTune(Recovery):
                 return {}
             ramp[at] = stage
         return ramp
+
+
+def _structured(scheme: Scheme) -> bool:
+    """Whether the scheme removes whole channels or neurons (a model it can make smaller)."""
+    from ..schemes.compose import Compose
+    from ..schemes.structured import StructuredPrune
+
+    parts = scheme.schemes if isinstance(scheme, Compose) else [scheme]
+    return any(isinstance(p, StructuredPrune) for p in parts)

@@ -75,6 +75,29 @@ def test_gradual_structured_pruning_ends_physical(trained):
     assert out.conv1.out_channels == 4
 
 
+def test_gradual_structured_pruning_trains_the_smaller_model_after_the_ramp(trained, monkeypatch):
+    from autoprune import training
+
+    model, loaders, x = trained
+    calls = []
+    real = training.train
+
+    def spy(m, loader, **kw):
+        calls.append((m.conv1.out_channels, kw.get("start", 0), kw.get("stop")))
+        return real(m, loader, **kw)
+
+    monkeypatch.setattr(training, "train", spy)
+    ft = FineTune(epochs=1, gradual=0.5, stages=3)
+    out = ft.recover(model, FilterPrune(0.5), loaders, x)
+    ramp = round(0.5 * len(loaders.train))
+    # the ramp trains the full-width masked model; the rest, the physical one
+    assert calls == [(8, 0, ramp), (4, ramp, None)]
+    assert get_plan(out).physical and out.conv1.out_channels == 4
+    calls.clear()
+    ft.recover(model, Prune(0.5), loaders, x)  # unstructured: one run, masked throughout
+    assert calls == [(8, 0, None)]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

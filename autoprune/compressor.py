@@ -686,11 +686,20 @@ class Compressor:
         return model, acc, self._drop(ctx["base"], acc)
 
     def _recovery_estimate(self, ctx: dict[str, Any]) -> float:
-        """Seconds one recovery takes: the mean of those timed so far in this run."""
+        """Seconds one recovery takes: the mean of the recoveries timed so far in this run,
+        else of the calibration's (a fine-tune of similar cost when the recovery is not
+        one); 0 when nothing was timed."""
         spent = list(ctx.get("recovery_seconds", []))
-        if not spent and isinstance(self.recovery, FineTune):
-            spent = [r["recovery_seconds"] for r in ctx.get("calibration", [])]
+        if not spent:
+            calibration = ctx.get("calibration", [])
+            spent = [r["recovery_seconds"] for r in calibration if "recovery_seconds" in r]
         return sum(spent) / len(spent) if spent else 0.0
+
+    def _fits(self, ctx: dict[str, Any], deadline: float | None, recoveries: int = 1) -> bool:
+        """Whether ``recoveries`` more recoveries fit before ``deadline`` (None: no limit)."""
+        if deadline is None:
+            return True
+        return time.perf_counter() + recoveries * self._recovery_estimate(ctx) <= deadline
 
     def _refine(
         self,
@@ -716,11 +725,10 @@ class Compressor:
             mid = round((lo + hi) / 2 if hi is not None else lo + (top - lo) / 4, 6)
             if mid - lo < 1e-3:
                 break
-            estimate = self._recovery_estimate(ctx)
-            if deadline is not None and time.perf_counter() + estimate > deadline:
+            if not self._fits(ctx, deadline):
                 self.log(
                     f"refine: stopped after {k} step(s); another recovery (about "
-                    f"{estimate:.0f} s) would pass the timeout"
+                    f"{self._recovery_estimate(ctx):.0f} s) would pass the timeout"
                 )
                 break
             sparsities = space.from_params({**params, "level": mid})
@@ -750,13 +758,13 @@ class Compressor:
 
     def _reserve(self, ctx: dict[str, Any]) -> float:
         """Seconds to keep for recovering a finalist and, with ``refine``, one refinement
-        step, estimated from the calibration's recoveries (at most 35% of the timeout).
-        Further finalists are recovered only while the timeout allows, when the calibrated
-        plan's model is at hand to fall back on."""
-        spent = [r["recovery_seconds"] for r in ctx["calibration"] if "recovery_seconds" in r]
-        if not spent or self.timeout is None:
+        step (:meth:`_recovery_estimate` each; at most 35% of the timeout). When the
+        calibrated plan's model is at hand to fall back on, further finalists are recovered
+        only while they and a refinement step fit."""
+        if self.timeout is None:
             return 0.0
-        return min(0.35 * self.timeout, sum(spent) / len(spent) * (2 if self.refine else 1))
+        estimate = self._recovery_estimate(ctx)
+        return min(0.35 * self.timeout, estimate * (2 if self.refine else 1))
 
     def _remeasure(self, order: list, ctx: dict[str, Any], top: int = 5) -> list:
         """Re-time the best few trials carefully when the objective is a timing.
@@ -963,14 +971,20 @@ class Compressor:
         compressed, chosen, feasible, after_val = None, None, False, None
         tried = 0
         deadline = None if self.timeout is None else ctx["t_search"] + self.timeout
+        refining = bool(self.refine) and self.space != "independent"
         for label, number, sparsities in attempts:
             model = ctx["recovered"].get(_key(sparsities))
             if model is not None:
                 self.log(f"{label} was recovered during calibration; reusing that model")
             elif tried >= self.max_attempts:
                 continue
-            elif tried and fallback and deadline is not None and time.perf_counter() > deadline:
-                self.log(f"timeout reached: {label} is not recovered")
+            elif tried and fallback and not self._fits(ctx, deadline, 2 if refining else 1):
+                # a plan that holds is at hand: the time left goes to refining it
+                self.log(
+                    f"{label} is not recovered: the time left is less than about "
+                    f"{2 if refining else 1} recoveries' worth "
+                    f"({self._recovery_estimate(ctx):.0f} s each)"
+                )
                 continue
             else:
                 tried += 1
@@ -995,7 +1009,7 @@ class Compressor:
 
         # 3b. refinement: push the held plan's level up while eps holds and time allows
         refinement: list[dict[str, Any]] = []
-        if feasible and chosen is not None and self.refine and self.space != "independent":
+        if feasible and chosen is not None and refining:
             t = time.perf_counter()
             better = self._refine(study.trials[chosen].params, space, ctx, deadline, refinement)
             if better is not None:

@@ -165,12 +165,11 @@ class _Recording(ap.FineTune):
         return super().recover(model, scheme, *args, **kwargs)
 
 
-def test_finalists_end_at_the_calibrated_plan(trained, data):
-    # "accuracy" falls with the share of parameters removed, the same in the search and
-    # after recovery, so plans between the held calibration plan and the threshold (set
-    # halfway to the first broken one) look feasible in the search but break eps when
-    # recovered. The finalists are recovered best first; the first within eps wins, and
-    # the calibrated plan, last of them, is not recovered again
+def _finalists_run(trained, data, **kwargs):
+    """A search whose finalists above the calibrated plan look feasible and break eps:
+    "accuracy" falls with the share of parameters removed, the same in the search and
+    after recovery, and the threshold is set halfway to the first broken calibration plan.
+    Returns the result, the recovery (with the plans it recovered) and the finalists."""
     full = ap.metrics.count_params(trained).total
 
     def metric(model, loader):  # a drop growing steeply with the parameters removed
@@ -178,17 +177,21 @@ def test_finalists_end_at_the_calibrated_plan(trained, data):
 
     ev = ap.Evaluation(calibration_steps=2, finetune_epochs=0.1, bn_batches=2)
     recovery = _Recording(epochs=0.1)
-    result = compressor(
-        trained,
-        data,
-        evaluation=ev,
-        metric=metric,
-        space="uniform",
-        n_trials=12,
-        recovery=recovery,
-        eps=0.05,
-        refine=0,  # the refinement's own recoveries are tested below
-    ).run()
+    options = dict(evaluation=ev, metric=metric, space="uniform", n_trials=12, eps=0.05)
+    result = compressor(trained, data, recovery=recovery, **(options | kwargs)).run()
+    calibration = result.settings["calibration"]
+    held = max(c["level"] for c in calibration if c["holds"])
+    feasible = sorted(
+        (t for t in result.trials if t["feasible"]), key=lambda t: t["objectives"]["macs"]
+    )
+    anchor = next(t for t in feasible if t["warm_start"] == held)
+    return result, recovery, feasible[: feasible.index(anchor) + 1]
+
+
+def test_finalists_end_at_the_calibrated_plan(trained, data):
+    # the finalists are recovered best first; the first within eps wins, and the
+    # calibrated plan, last of them, is not recovered again
+    result, recovery, finalists = _finalists_run(trained, data, refine=0)
     calibration = result.settings["calibration"]
     held = max(c["level"] for c in calibration if c["holds"])
     held_drop = next(c["finetuned_drop"] for c in calibration if c["level"] == held)
@@ -197,20 +200,37 @@ def test_finalists_end_at_the_calibrated_plan(trained, data):
     assert tau == pytest.approx(max(0.05, held_drop + (broken - held_drop) / 2))
     assert tau > 0.05  # some plans are feasible in the search and break eps
 
-    feasible = sorted(
-        (t for t in result.trials if t["feasible"]), key=lambda t: t["objectives"]["macs"]
-    )
-    anchor = next(t for t in feasible if t["warm_start"] == held)
-    finalists = feasible[: feasible.index(anchor) + 1]
     expected = next(t for t in finalists if t["drop"] <= 0.05)
     assert result.feasible and result.chosen_trial == expected["number"]
     searched = recovery.plans[len(calibration) :]  # recovered after the calibration
     above = finalists[: finalists.index(expected)]
     assert above, "no finalist ranked above the chosen plan: the test lost its point"
     assert [p for p in searched] == [t["sparsities"] for t in above[:3]] + (
-        [] if expected is anchor else [expected["sparsities"]]
+        [] if expected is finalists[-1] else [expected["sparsities"]]
     )
     assert len([n for n in result.notes if "backing off" in n]) == len(above[:3])
+
+
+@pytest.mark.parametrize("refine", [1, 0])
+def test_finalists_leave_the_time_for_refining_the_plan_at_hand(trained, data, monkeypatch, refine):
+    # with a timeout and the calibrated plan's model at hand, a further finalist is
+    # recovered only while it and a refinement step both fit: recoveries "take" 600 s of
+    # the 1000 once one has been timed, so one more fits, two do not
+    monkeypatch.setattr(
+        ap.Compressor,
+        "_recovery_estimate",
+        lambda self, ctx: 600.0 if ctx.get("recovery_seconds") else 0.0,
+    )
+    result, recovery, finalists = _finalists_run(trained, data, refine=refine, timeout=1000)
+    searched = recovery.plans[len(result.settings["calibration"]) :]
+    assert len(finalists) >= 3, "too few finalists: the test lost its point"
+    assert finalists[0]["drop"] > 0.05 and finalists[1]["drop"] > 0.05
+    if refine:  # the first finalist, then the held plan (reused) and one refinement step
+        assert searched[0] == finalists[0]["sparsities"] and len(searched) == 2
+        assert result.chosen_trial == finalists[-1]["number"]
+        assert len(result.settings["refinement"]) == 1
+    else:  # the finalists while one recovery fits
+        assert searched[:2] == [finalists[0]["sparsities"], finalists[1]["sparsities"]]
 
 
 @pytest.mark.parametrize(

@@ -34,9 +34,12 @@ class FineTune(Recovery):
             of pruned at once (gradual magnitude pruning, Zhu & Gupta 2017): the scheme is
             applied at ``stages`` growing fractions of its sparsities, on a cubic schedule,
             reaching the full plan after ``gradual`` of the steps; the rest fine-tunes
-            the final masks. 0 (the default) prunes everything before training. Weights
+            the final masks (structured plans: the physically smaller model). Weights
             that are small while the network adapts go first, which at high sparsity
-            recovers more accuracy in the same number of steps.
+            recovers more accuracy in the same number of steps (on the Fashion-MNIST
+            benchmark, 73% of every filter group lost 0.0113 pruned at once, 0.0055 with
+            the default 0.3). 0 prunes everything before training, which is faster for
+            structured plans (the whole fine-tuning runs on the smaller model).
         stages: pruning steps of the ramp (at least 2).
 
     Example:
@@ -56,7 +59,7 @@ class FineTune(Recovery):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         bn_batches: int = 20,
-        gradual: float = 0.0,
+        gradual: float = 0.3,
         stages: int = 10,
     ) -> None:
         if not isinstance(epochs, (int, float)) or epochs < 0:

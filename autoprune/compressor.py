@@ -695,6 +695,12 @@ class Compressor:
             spent = [r["recovery_seconds"] for r in calibration if "recovery_seconds" in r]
         return sum(spent) / len(spent) if spent else 0.0
 
+    @property
+    def _refining(self) -> bool:
+        """Whether a plan that holds is refined: ``refine`` steps, and a global level to
+        raise (every space but ``"independent"``)."""
+        return bool(self.refine) and self.space != "independent"
+
     def _fits(self, ctx: dict[str, Any], deadline: float | None, recoveries: int = 1) -> bool:
         """Whether ``recoveries`` more recoveries fit before ``deadline`` (None: no limit)."""
         if deadline is None:
@@ -764,7 +770,7 @@ class Compressor:
         if self.timeout is None:
             return 0.0
         estimate = self._recovery_estimate(ctx)
-        return min(0.35 * self.timeout, estimate * (2 if self.refine else 1))
+        return min(0.35 * self.timeout, estimate * (2 if self._refining else 1))
 
     def _remeasure(self, order: list, ctx: dict[str, Any], top: int = 5) -> list:
         """Re-time the best few trials carefully when the objective is a timing.
@@ -971,18 +977,17 @@ class Compressor:
         compressed, chosen, feasible, after_val = None, None, False, None
         tried = 0
         deadline = None if self.timeout is None else ctx["t_search"] + self.timeout
-        refining = bool(self.refine) and self.space != "independent"
         for label, number, sparsities in attempts:
             model = ctx["recovered"].get(_key(sparsities))
             if model is not None:
                 self.log(f"{label} was recovered during calibration; reusing that model")
             elif tried >= self.max_attempts:
                 continue
-            elif tried and fallback and not self._fits(ctx, deadline, 2 if refining else 1):
+            elif tried and fallback and not self._fits(ctx, deadline, 2 if self._refining else 1):
                 # a plan that holds is at hand: the time left goes to refining it
                 self.log(
                     f"{label} is not recovered: the time left is less than about "
-                    f"{2 if refining else 1} recoveries' worth "
+                    f"{2 if self._refining else 1} recoveries' worth "
                     f"({self._recovery_estimate(ctx):.0f} s each)"
                 )
                 continue
@@ -1009,7 +1014,7 @@ class Compressor:
 
         # 3b. refinement: push the held plan's level up while eps holds and time allows
         refinement: list[dict[str, Any]] = []
-        if feasible and chosen is not None and refining:
+        if feasible and chosen is not None and self._refining:
             t = time.perf_counter()
             better = self._refine(study.trials[chosen].params, space, ctx, deadline, refinement)
             if better is not None:

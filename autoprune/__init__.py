@@ -6,31 +6,39 @@
 >>> plan = ap.filter_prune(model, 0.5, x, physical=True)
 >>> plan.physical
 True
+
+The top level holds what most work needs. The modules hold the rest: ``autoprune.data``
+(datasets), ``autoprune.models``, ``autoprune.objectives`` (throughput, size, MACs, ...),
+``autoprune.metrics`` (counting and timing), ``autoprune.encoding`` (the sparse format),
+``autoprune.criteria`` (importance scores), ``autoprune.compress`` (the search's stages),
+``autoprune.errors`` and ``autoprune.spec``.
 """
 
 __version__ = "0.1.0"
 
-from . import (
-    criteria,
-    data,
-    encoding,
-    masking,
-    metrics,
-    models,
-    objectives,
-    schemes,
-    structure,
-    testing,
+# the modules, for what the top level leaves out
+from . import compress as compress
+from . import criteria as criteria
+from . import data as data
+from . import encoding as encoding
+from . import metrics as metrics
+from . import models as models
+from . import objectives as objectives
+from . import schemes as schemes
+from .compress import (
+    CalibrationOptions,
+    CompressionResult,
+    Compressor,
+    ProxyOptions,
+    SensitivityOptions,
 )
-from .compressor import Compressor, Evaluation
-from .data import Data, load_data
-from .errors import AutopruneError, ConfigError, DataError, ModelError, PruningError
-from .masking import apply_masks
-from .models import create_model, load_checkpoint, register_model
+from .compress.sensitivity import analyze as analyze_sensitivity
+from .data import load_data
+from .errors import AutopruneError
+from .models import create_model, list_models, register_model
 from .objectives import Maximize, Minimize
-from .plan import GroupPlan, LayerPlan, Plan, get_plan
+from .plan import Plan, get_plan
 from .recovery import LC, FineTune
-from .result import CompressionResult
 from .schemes import (
     BlockPrune,
     Compose,
@@ -45,56 +53,40 @@ from .schemes import (
     prune,
     quantize,
 )
-from .training import evaluate, recalibrate_bn, seed_everything, train
+from .training import evaluate, recalibrate_bn, train
 
 __all__ = [
+    "LC",
     "AutopruneError",
     "BlockPrune",
+    "CalibrationOptions",
     "Compose",
     "CompressionResult",
     "Compressor",
-    "ConfigError",
-    "Data",
-    "DataError",
-    "Evaluation",
     "FilterPrune",
     "FineTune",
-    "GroupPlan",
-    "LC",
-    "LayerPlan",
     "Maximize",
     "Minimize",
-    "ModelError",
     "NeuronPrune",
     "Plan",
     "Prune",
-    "PruningError",
+    "ProxyOptions",
     "Quantize",
+    "SensitivityOptions",
     "__version__",
-    "apply_masks",
+    "analyze_sensitivity",
     "block_prune",
     "create_model",
-    "criteria",
-    "data",
-    "encoding",
     "evaluate",
     "filter_prune",
     "get_plan",
-    "load_checkpoint",
+    "list_models",
     "load_data",
-    "masking",
     "materialize",
-    "metrics",
-    "models",
     "neuron_prune",
-    "objectives",
     "prune",
     "quantize",
     "recalibrate_bn",
     "register_model",
-    "schemes",
-    "seed_everything",
-    "structure",
-    "testing",
     "train",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import __version__
+from . import __version__, _demo
 from .errors import AutopruneError, ConfigError
 
 
@@ -73,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"autoprune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
+    _add_search(sub)
+    _add_sensitivity(sub)
+    _add_report(sub)
+    _add_validate(sub)
+    _add_export(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _add_search(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "search",
         help="search, recover and report: the whole job of a spec",
@@ -91,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR", help="where the spec's data files are")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-trial lines")
 
+
+def _add_sensitivity(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sensitivity",
         help="per-layer sensitivity analysis",
@@ -104,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", metavar="DIR")
     p.add_argument("--quiet", action="store_true")
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
         help="rebuild report.md and report.html from a run",
@@ -118,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         "page and its plots are drawn (needs chromium on the PATH)",
     )
 
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "validate",
         help="check a spec and print the resolved configuration",
@@ -127,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec")
     p.add_argument("--data-root", metavar="DIR")
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="write the compressed model for deployment",
@@ -138,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=["pt2", "onnx", "torchscript"])
     p.add_argument("--out", metavar="FILE", help="output file (default: in RUN_DIR)")
 
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser(
         "demo",
         help="train a small model on digits and prune it with each operator",
@@ -177,7 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads for timing (default: torch's default)",
     )
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -193,7 +212,7 @@ def _load_spec(args: argparse.Namespace, extra: dict | None = None):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from . import runner
+    from . import _runner as runner
 
     overrides = {}
     for flag, key in (
@@ -220,42 +239,42 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
-    from . import encoding, runner, sensitivity
+    from . import _runner as runner
+    from ._io import atomic_write
+    from .compress import sensitivity
     from .report import plots
+    from .spec import sensitivity_options
 
     s = _load_spec(args)
     out_dir = args.out or s.resolved["output"]["dir"]
-    cfg = s.resolved["sensitivity"]
+    options = sensitivity_options(s.resolved["sensitivity"])
     with runner.RunLog(out_dir, args.quiet):
         data = runner.build_data(s)
         model = runner.build_model(s, data, out_dir, progress=not args.quiet)
+        d = s.resolved["data"]
         loaders = data.loaders(
-            batch_size=s.resolved["data"]["batch_size"], seed=s.resolved["data"]["seed"]
+            batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], seed=d["seed"]
         )
         result = sensitivity.analyze(
             model,
             runner.build_scheme(s),
             loaders,
             data.example_input(),
-            levels=cfg["levels"],
-            bn_batches=cfg["bn_batches"],
-            finetune_steps=cfg["finetune_steps"],
-            val_batches=cfg["val_batches"],
+            options,
+            seed=s.resolved["search"]["seed"],
             progress=not args.quiet,
         )
     eps = s.resolved["eps"]
     result.save(os.path.join(out_dir, "sensitivity.json"))
-    encoding.atomic_write(os.path.join(out_dir, "sensitivity.csv"), result.to_csv().encode())
-    encoding.atomic_write(
+    atomic_write(os.path.join(out_dir, "sensitivity.csv"), result.to_csv().encode())
+    atomic_write(
         os.path.join(out_dir, "sensitivity.png"),
         plots.sensitivity(result.levels, result.accuracy, result.base, eps),
     )
-    limits = result.max_sparsity(cfg["threshold"] if cfg["threshold"] is not None else eps)
+    threshold = options.threshold_for(eps)
+    limits = result.max_sparsity(threshold)
     width = max(len(u) for u in limits)
-    print(
-        f"base accuracy {result.base:.4f}; largest sparsity within "
-        f"{cfg['threshold'] if cfg['threshold'] is not None else eps:g} per unit:"
-    )
+    print(f"base accuracy {result.base:.4f}; largest sparsity within {threshold:g} per unit:")
     for unit, level in limits.items():
         print(f"  {unit:<{width}}  {level:g}")
     print(f"\nwrote {out_dir}/sensitivity.csv, sensitivity.json, sensitivity.png")
@@ -287,7 +306,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .result import CompressionResult
+    from .compress import CompressionResult
 
     result = CompressionResult.load(args.run_dir)
     model = result.model.eval()
@@ -348,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": cmd_report,
         "validate": cmd_validate,
         "export": cmd_export,
-        "demo": demo,
+        "demo": _demo.demo,
     }
     try:
         return commands[args.command](args)
@@ -361,107 +380,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-
-
-# -- demo --------------------------------------------------------------------------------
-
-
-def demo(args: argparse.Namespace) -> int:
-    from . import data as data_mod
-    from . import metrics, models, schemes, training
-
-    if args.model not in ("resnet10", "small_cnn", "mlp"):
-        raise ConfigError(f"--model: expected resnet10, small_cnn or mlp, got {args.model!r}")
-    training.seed_everything(args.seed)
-    data = data_mod.digits(seed=args.seed)
-    loaders = data.loaders(batch_size=64, seed=args.seed)
-    kwargs = {"hidden": (128, 64)} if args.model == "mlp" else {"width": args.width}
-    model = models.create_model(args.model, data.num_classes, data.input_shape, **kwargs)
-    x = data.example_input(1)
-
-    def say(*a):
-        if not args.quiet:
-            print(*a, file=sys.stderr)
-
-    say(
-        f"training {args.model} on digits ({len(data.train)} train / {len(data.val)} val / "
-        f"{len(data.test)} test) for {args.epochs} epochs"
-    )
-    training.train(
-        model,
-        loaders.train,
-        epochs=args.epochs,
-        lr=0.05,
-        seed=args.seed,
-        progress=not args.quiet,
-        desc="baseline",
-    )
-    s = args.sparsity
-    operators = {
-        "prune": schemes.Prune(s),
-        "filter_prune": schemes.FilterPrune(s, physical=True),
-        "neuron_prune": schemes.NeuronPrune(s, physical=True),
-        "block_prune": schemes.BlockPrune(s, block=(4, 4)),
-        "prune+quantize": schemes.Compose([schemes.Prune(s), schemes.Quantize(bits=4)]),
-    }
-    rows = [_row("original", model, model, loaders, x, args.threads)]
-    for name, op in operators.items():
-        pruned = copy.deepcopy(model)
-        try:
-            plan = op.apply(pruned, x)
-        except AutopruneError as exc:
-            say(f"{name}: skipped ({exc})")
-            continue
-        training.recalibrate_bn(pruned, loaders.train)
-        training.train(
-            pruned,
-            loaders.train,
-            epochs=args.finetune_epochs,
-            lr=0.01,
-            seed=args.seed,
-            progress=not args.quiet,
-            desc=f"fine-tune {name}",
-        )
-        if op.finalize(pruned, x):  # quantize again what fine-tuning moved
-            training.recalibrate_bn(pruned, loaders.train)
-        rows.append(_row(name, pruned, model, loaders, x, args.threads, plan))
-    print(
-        f"autoprune demo: {args.model} on digits, sparsity {s:g}, "
-        f"fine-tuned {args.finetune_epochs} epochs after pruning"
-    )
-    print(metrics.format_table(rows))
-    print(
-        "\nsparsity: achieved fraction of units removed (weights, channels, neurons or "
-        "blocks); params: nonzero; size: sparse format, fp32 values; speedup: throughput "
-        f"at batch 64 over the original, timed interleaved on {torch.get_num_threads()} "
-        "threads (CPU)."
-    )
-    return 0
-
-
-def _row(name, model, original, loaders, x, threads, plan=None) -> dict:
-    from . import metrics, training
-
-    acc = training.evaluate(model, loaders.test).accuracy
-    summ = metrics.summarize(model, x)
-    units = plan.rows() if plan is not None else []
-    total = sum(r["total"] for r in units)
-    removed = sum(r["removed"] for r in units)
-    speed = 1.0
-    if model is not original:
-        speed = metrics.compare_speed(
-            original, model, x, batch_size=64, threads=threads, rounds=7
-        ).speedup
-    return {
-        "model": name,
-        "sparsity": removed / total if total else 0.0,
-        "physical": bool(plan is not None and plan.physical),
-        "test_acc": acc,
-        "params": summ.nonzero_params,
-        "macs": summ.macs,
-        "size_bytes": summ.sparse_bytes,
-        "speedup": speed,
-    }
 
 
 if __name__ == "__main__":  # pragma: no cover

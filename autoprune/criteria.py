@@ -25,6 +25,31 @@ from .registry import Registry
 channel_criteria = Registry("channel criterion")
 weight_criteria = Registry("weight criterion")
 
+
+def register_channel_criterion(name: str, fn: Callable[..., torch.Tensor]) -> None:
+    """Register ``fn(rows, bn_scale, generator) -> scores`` as a channel criterion."""
+    channel_criteria.add(name, fn)
+
+
+def list_channel_criteria() -> list[str]:
+    """The registered channel criteria.
+
+    >>> "l1" in list_channel_criteria()
+    True
+    """
+    return channel_criteria.names()
+
+
+def register_weight_criterion(name: str, fn: Callable[..., torch.Tensor]) -> None:
+    """Register ``fn(weight, generator) -> scores`` as a weight criterion."""
+    weight_criteria.add(name, fn)
+
+
+def list_weight_criteria() -> list[str]:
+    """The registered weight criteria."""
+    return weight_criteria.names()
+
+
 ChannelCriterion = Callable[[torch.Tensor, "torch.Tensor | None", torch.Generator], torch.Tensor]
 
 

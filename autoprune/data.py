@@ -24,24 +24,50 @@ name               source
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from . import _checks
 from .errors import ConfigError, DataError
 from .registry import Registry, import_callable
 
 datasets = Registry("dataset")
 
 
+def register_dataset(name: str | None = None) -> Callable[[Any], Any]:
+    """Register a dataset provider ``fn(**options) -> Data`` under ``name``."""
+    return datasets.register(name)
+
+
+def list_datasets() -> list[str]:
+    """The registered dataset names.
+
+    >>> "digits" in list_datasets()
+    True
+    """
+    return datasets.names()
+
+
+class Batches(Protocol):
+    """What a loader is to autoprune: ``(x, y)`` batches, and how many there are."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
+
 class Loaders(NamedTuple):
-    train: DataLoader
-    val: DataLoader
-    test: DataLoader
+    """Train, validation and test batches (DataLoaders, or any sized iterables of
+    ``(x, y)``)."""
+
+    train: Batches
+    val: Batches
+    test: Batches
 
 
 @dataclass
@@ -65,14 +91,17 @@ class Data:
     def loaders(self, batch_size: int = 128, eval_batch_size: int = 512, seed: int = 0) -> Loaders:
         """Loaders for the three splits; the training one shuffles with a seeded generator."""
         for param, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{param}: expected a positive integer, got {value!r}")
+            _checks.positive_int(param, value)
         gen = torch.Generator().manual_seed(seed)
         return Loaders(
             DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=gen),
             DataLoader(self.val, batch_size=eval_batch_size),
             DataLoader(self.test, batch_size=eval_batch_size),
         )
+
+    def sizes(self) -> tuple[int, int, int]:
+        """Samples in the train, validation and test splits."""
+        return len(self.train), len(self.val), len(self.test)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         """A batch of real training inputs, for tracing and timing."""
@@ -146,8 +175,7 @@ def from_arrays(
         scale: divide inputs by this first (default: 255 for uint8, else 1).
     """
     for param, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-            raise ConfigError(f"{param}: expected a number in (0, 1), got {value!r}")
+        _checks.number(param, value, 0, 1, low_open=True, high_open=True)
     if len(x_train) != len(y_train):
         raise DataError(f"{name}: {len(x_train)} inputs but {len(y_train)} labels")
     if scale is None:

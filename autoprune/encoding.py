@@ -5,22 +5,24 @@ The format (``.apz``, "autoprune sparse", version 2) stores a ``state_dict``:
 * ``b"APZ2"``, then a little-endian ``uint32`` header length, then the header: UTF-8
   JSON compressed with zlib, then the payload segments the header points to (offset and
   length in bytes);
-* each tensor says where its stored values go in one of five encodings, by default
+* each tensor says where its stored values go in one of six encodings, by default
   whichever makes the tensor smallest:
 
-  ==========  ============================================================================
-  ``dense``   every value
-  ``bitmask`` one bit per element (``numpy.packbits``, big-endian bit order), then the
-              nonzero values in row-major order
-  ``delta``   relative indices (Han et al., 2016): per nonzero, a ``uint8`` gap from the
-              previous one, then its value; a gap over 255 inserts filler entries of gap
-              255 and value 0
-  ``rice``    the same gaps in a Golomb-Rice code: each gap's quotient by ``2**k`` in
-              unary (one bit stream), its remainder in ``k`` bits (another), ``k`` chosen
-              per tensor; about ``H(density) / density`` bits per nonzero
-  ``block``   one bit per block of a block-pruned weight matrix (Conv viewed as
-              ``out x in*kh*kw``), then the values of the kept blocks' elements
-  ==========  ============================================================================
+  ============  ============================================================================
+  ``dense``     every value
+  ``bitmask``   one bit per element (``numpy.packbits``, big-endian bit order), then the
+                nonzero values in row-major order
+  ``delta``     relative indices (Han et al., 2016): per nonzero, a ``uint8`` gap from the
+                previous one, then its value; a gap over 255 inserts filler entries of gap
+                255 and value 0
+  ``rice``      the same gaps in a Golomb-Rice code: each gap's quotient by ``2**k`` in
+                unary (one bit stream), its remainder in ``k`` bits (another), ``k`` chosen
+                per tensor; about ``H(density) / density`` bits per nonzero
+  ``block``     one bit per block of a block-pruned weight matrix (Conv viewed as
+                ``out x in*kh*kw``), then the values of the kept blocks' elements
+  ``constant``  one value that every element holds (e.g. a BatchNorm's
+                ``num_batches_tracked``, or an all-zero tensor)
+  ============  ============================================================================
 
 * floating-point values are stored as ``fp32`` or, with ``values="fp16"``, as ``fp16``
   (lossy: a round trip gives ``w.half().float()``); other dtypes are stored as they are;
@@ -44,7 +46,6 @@ import io
 import json
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ._io import atomic_write
 from .errors import ConfigError, DataError
 
 MAGIC = b"APZ2"  # version 1 wrote b"APZ1" and an uncompressed header
@@ -383,24 +385,6 @@ def describe(data: bytes) -> list[TensorInfo]:
         TensorInfo(m["name"], tuple(m["shape"]), m["encoding"], sum(ln for _, ln in m["segments"]))
         for m in header["tensors"]
     ]
-
-
-def atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save(

@@ -28,8 +28,20 @@ models = Registry("model")
 
 
 def register_model(name: str | None = None) -> Callable[[Any], Any]:
-    """Register a model builder ``fn(num_classes, input_shape, **kwargs) -> nn.Module``."""
+    """Register a model builder ``fn(num_classes, input_shape, **kwargs) -> nn.Module``.
+
+    >>> @register_model("tiny")
+    ... def tiny(num_classes, input_shape):
+    ...     return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_classes))
+    >>> "tiny" in list_models()
+    True
+    """
     return models.register(name)
+
+
+def list_models() -> list[str]:
+    """The registered model names (any torchvision classification model works too)."""
+    return models.names()
 
 
 class MLP(nn.Module):

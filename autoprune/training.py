@@ -10,7 +10,7 @@
     True
 
 Masked weights stay at zero: after every optimizer step the model's masks are applied
-again (:func:`autoprune.masking.apply_masks`).
+again (:func:`autoprune.apply_masks`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._masking import apply_masks
 from .errors import ConfigError
-from .masking import apply_masks
 
 
 def seed_everything(seed: int) -> None:

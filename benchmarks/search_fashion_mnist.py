@@ -173,6 +173,73 @@ def finalize_torch_prune(model):
 # -----------------------------------------------------------------------------------------
 
 
+def run_autoprune(task, args, data, original, scheme, objective, log):
+    """autoprune's row: a Compressor run under the task's timeout."""
+    log(f"[{task}] autoprune search ...")
+    t = time.perf_counter()
+    c = ap.Compressor(
+        original,
+        objective,
+        EPS,
+        scheme=scheme,
+        data=data,
+        recovery=ap.FineTune(
+            epochs=args.recovery_epochs, lr=args.recovery_lr, gradual=args.gradual
+        ),
+        n_trials=args.trials,
+        timeout=args.timeout,
+        seed=0,
+        progress=not args.quiet,
+    )
+    result = c.run()
+    wall = time.perf_counter() - t
+    for note in result.notes:
+        log(f"  note: {note}")
+    for step in result.settings.refinement:
+        log(
+            f"  refinement: level {step.level:.4f} drop {step.drop:+.4f} "
+            f"{'holds' if step.holds else 'breaks'}"
+        )
+    return {
+        "model": result.model,
+        "trials": len(result.trials),
+        "seconds": wall,
+        "search_seconds": result.phases.get("search"),
+        "feasible": result.feasible,
+        "notes": result.notes,
+    }
+
+
+def measure_rows(task, rows, original, loaders, x, base):
+    """Every final model measured the same way, side by side with the original."""
+    table = []
+    for name, row in rows.items():
+        model = row["model"] if row["model"] is not None else original
+        if task == "throughput":
+            value = metrics.compare_speed(
+                original, model, x, batch_size=64, rounds=40, warmup=10, inner=3
+            ).speedup
+            label = "speedup"
+        else:
+            value = metrics.dense_size(original) / SIZE(model, x)
+            label = "size reduction"
+        table.append(
+            {
+                "method": name,
+                label: value,
+                "test_acc": ap.evaluate(model, loaders.test).accuracy,
+                "val_drop": base - ap.evaluate(model, loaders.val).accuracy,
+                "macs": metrics.count_macs(model, x) / metrics.count_macs(original, x),
+                "nonzero": metrics.count_params(model).nonzero
+                / metrics.count_params(original).total,
+                "evaluations": row["trials"],
+                "minutes": row["seconds"] / 60,
+                **({"ratio": row["ratio"]} if "ratio" in row else {}),
+            }
+        )
+    return table
+
+
 def run_task(task, args, data, loaders, original, x, log):
     base = ap.evaluate(original, loaders.val).accuracy
     rows = {}
@@ -189,38 +256,7 @@ def run_task(task, args, data, loaders, original, x, log):
             scheme = ap.Compose([scheme, after])
 
     if "autoprune" in args.methods:
-        log(f"[{task}] autoprune search ...")
-        t = time.perf_counter()
-        c = ap.Compressor(
-            original,
-            objective,
-            EPS,
-            scheme=scheme,
-            data=data,
-            recovery=ap.FineTune(epochs=epochs, lr=lr, gradual=args.gradual),
-            n_trials=args.trials,
-            timeout=args.timeout,
-            out_dir=None,
-            seed=0,
-            progress=not args.quiet,
-        )
-        result = c.run()
-        wall = time.perf_counter() - t
-        rows["autoprune"] = {
-            "model": result.model,
-            "trials": len(result.trials),
-            "seconds": wall,
-            "search_seconds": result.phases.get("search"),
-            "feasible": result.feasible,
-            "notes": result.notes,
-        }
-        for note in result.notes:
-            log(f"  note: {note}")
-        for step in result.settings.get("refinement", []):
-            log(
-                f"  refinement: level {step['level']:.4f} drop {step['drop']:+.4f} "
-                f"{'holds' if step['holds'] else 'breaks'}"
-            )
+        rows["autoprune"] = run_autoprune(task, args, data, original, scheme, objective, log)
 
     def plain(make):
         return lambda r: finetune(make(original, x, r), loaders, epochs, lr, after)
@@ -260,33 +296,7 @@ def run_task(task, args, data, loaders, original, x, log):
             "seconds": time.perf_counter() - t,
         }
 
-    # measure every final model the same way, side by side with the original
-    table = []
-    for name, row in rows.items():
-        model = row["model"] if row["model"] is not None else original
-        if task == "throughput":
-            value = metrics.compare_speed(
-                original, model, x, batch_size=64, rounds=40, warmup=10, inner=3
-            ).speedup
-            label = "speedup"
-        else:
-            value = metrics.dense_size(original) / SIZE(model, x)
-            label = "size reduction"
-        table.append(
-            {
-                "method": name,
-                label: value,
-                "test_acc": ap.evaluate(model, loaders.test).accuracy,
-                "val_drop": base - ap.evaluate(model, loaders.val).accuracy,
-                "macs": metrics.count_macs(model, x) / metrics.count_macs(original, x),
-                "nonzero": metrics.count_params(model).nonzero
-                / metrics.count_params(original).total,
-                "evaluations": row["trials"],
-                "minutes": row["seconds"] / 60,
-                **({"ratio": row["ratio"]} if "ratio" in row else {}),
-            }
-        )
-    return table
+    return measure_rows(task, rows, original, loaders, x, base)
 
 
 def main():

@@ -78,7 +78,7 @@ def run_torch_pruning(name: str) -> dict:
     import torch_pruning as tp
 
     import autoprune as ap
-    from autoprune.structure import output_layer
+    from autoprune._structure import output_layer
 
     torch.manual_seed(0)
     size = input_size(name)

@@ -51,6 +51,7 @@ def test_version_and_every_help(capsys):
         assert code == 0 and "usage: autoprune " + command in out
 
 
+@pytest.mark.slow
 def test_search_leaves_everything_behind(search_run, capsys):
     spec, out, code = search_run
     assert code == 0
@@ -82,6 +83,7 @@ def test_search_leaves_everything_behind(search_run, capsys):
     assert "Refinement of trial" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_search_resumes_with_more_trials(search_run, capsys):
     spec, out, _ = search_run
     code, stdout, _ = run(
@@ -92,6 +94,7 @@ def test_search_resumes_with_more_trials(search_run, capsys):
     assert len(rows) == 1 + 7
 
 
+@pytest.mark.slow
 def test_report_is_rebuilt(search_run, capsys):
     _, out, _ = search_run
     os.remove(out / "report.html")
@@ -99,6 +102,7 @@ def test_report_is_rebuilt(search_run, capsys):
     assert code == 0 and (out / "report.html").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(render.find_chromium() is None, reason="no chromium on the PATH")
 def test_report_renders_in_chromium(search_run, capsys, tmp_path):
     _, out, _ = search_run
@@ -111,9 +115,10 @@ def test_report_renders_in_chromium(search_run, capsys, tmp_path):
     assert seen["feasible"] * seen["height"] * seen["width"] > 50
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
 def test_export_round_trip(search_run, capsys, fmt, tmp_path):
-    from autoprune.result import CompressionResult
+    from autoprune.compress import CompressionResult
 
     _, out, _ = search_run
     target = tmp_path / f"model.{fmt}"
@@ -126,6 +131,7 @@ def test_export_round_trip(search_run, capsys, fmt, tmp_path):
         torch.testing.assert_close(loaded(x), model(x))
 
 
+@pytest.mark.slow
 def test_export_onnx_names_the_missing_package(search_run, capsys):
     import importlib.util
 
@@ -136,6 +142,7 @@ def test_export_onnx_names_the_missing_package(search_run, capsys):
     assert code == 2 and "pip install onnx" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_sensitivity_command_and_bounds_from_it(tmp_path, capsys):
     spec = tmp_path / "s.yaml"
     spec.write_text(SPEC)
@@ -152,6 +159,7 @@ def test_sensitivity_command_and_bounds_from_it(tmp_path, capsys):
     assert code == 0 and "sensitivity.json" in stdout
 
 
+@pytest.mark.slow
 def test_pruned_and_quantized_run_reports_and_reloads(tmp_path, capsys):
     spec = tmp_path / "q.yaml"
     spec.write_text(
@@ -164,7 +172,7 @@ def test_pruned_and_quantized_run_reports_and_reloads(tmp_path, capsys):
     assert code == 0
     report = (out / "report.md").read_text()
     assert "Quantized (k-means weight sharing" in report and "at 3 bits" in report
-    from autoprune.result import CompressionResult
+    from autoprune.compress import CompressionResult
 
     result = CompressionResult.load(out)
     for layer in result.plan.quantized:
@@ -218,6 +226,7 @@ def test_python_dash_m_is_the_command():
     assert proc.returncode == 0 and __version__ in proc.stdout
 
 
+@pytest.mark.slow
 def test_demo_prunes_with_every_operator(capsys):
     code, out, _ = run(["demo", "--epochs", "2", "--finetune-epochs", "1", "--quiet"], capsys)
     assert code == 0

@@ -6,9 +6,12 @@ Blocks fenced as ```python run here; ```py marks a snippet that needs a run dire
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(capsys):
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
@@ -18,6 +21,7 @@ def test_readme_python_example_runs(capsys):
     assert "True" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_docs_python_examples_run():
     for doc in sorted((ROOT / "docs").glob("*.md")):
         for block in re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S):

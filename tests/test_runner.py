@@ -1,6 +1,7 @@
 import torch
 
-from autoprune import runner, spec
+from autoprune import _runner as runner
+from autoprune import spec
 
 
 def test_a_trained_baseline_is_the_same_on_every_run(tmp_path):

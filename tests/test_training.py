@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from autoprune import training
+from autoprune._masking import set_mask
 from autoprune.errors import ConfigError
-from autoprune.masking import set_mask
 from autoprune.models import create_model
 from autoprune.training import evaluate, recalibrate_bn, train
 

@@ -22,7 +22,7 @@ from .base import (
     Objective,
     as_metric,
     as_objectives,
-    metrics_registry,
+    objective_registry,
 )
 from .builtins import (
     Flops,
@@ -59,7 +59,7 @@ __all__ = [
     "inference_size_fp16",
     "latency",
     "macs",
-    "metrics_registry",
+    "objective_registry",
     "params",
     "size",
     "size_fp16",

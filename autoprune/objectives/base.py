@@ -18,7 +18,7 @@ unit share one scale.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,22 @@ from torch import nn
 from ..errors import ConfigError
 from ..registry import Registry
 
-metrics_registry = Registry("objective")
+objective_registry = Registry("objective")
+
+
+def register_objective(name: str, metric: Metric) -> None:
+    """Register a :class:`Metric` under ``name``, for specs and ``Maximize("name")``."""
+    objective_registry.add(name, metric)
+
+
+def list_objectives() -> list[str]:
+    """The registered objective names.
+
+    >>> "throughput" in list_objectives()
+    True
+    """
+    return objective_registry.names()
+
 
 MetricFn = Callable[[nn.Module, torch.Tensor], float]
 
@@ -80,7 +95,7 @@ class FunctionMetric(Metric):
         if not callable(fn):
             raise ConfigError(f"objective: expected a callable f(model, example_input), got {fn!r}")
         self.fn = fn
-        self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.name = str(name or getattr(fn, "__name__", type(fn).__name__))
         self.deterministic = True
 
     def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
@@ -95,7 +110,7 @@ def as_metric(value: Any) -> Metric:
     if isinstance(value, Metric):
         return value
     if isinstance(value, str):
-        return metrics_registry.get(value)
+        return objective_registry.get(value)
     if callable(value):
         return FunctionMetric(value)
     raise ConfigError(f"objective: expected a metric, a name or a callable, got {value!r}")
@@ -111,10 +126,6 @@ class Objective:
     @property
     def name(self) -> str:
         return self.metric.name
-
-    def better(self, a: float, b: float) -> bool:
-        """Whether value ``a`` is strictly better than ``b``."""
-        return a > b if self.direction == "maximize" else a < b
 
     def __repr__(self) -> str:
         return f"{'Maximize' if self.direction == 'maximize' else 'Minimize'}({self.metric!r})"
@@ -153,7 +164,3 @@ def as_objectives(value: Any) -> list[Objective]:
     if len(set(names)) != len(names):
         raise ConfigError(f"objective: the same objective is listed twice ({names})")
     return out
-
-
-def objective_names(objs: Sequence[Objective]) -> list[str]:
-    return [o.name for o in objs]

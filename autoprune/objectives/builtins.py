@@ -7,7 +7,7 @@ from torch import nn
 
 from .. import metrics
 from ..errors import ConfigError
-from .base import Metric, metrics_registry
+from .base import Metric, objective_registry
 
 
 class Params(Metric):
@@ -172,4 +172,4 @@ throughput = Throughput()
 latency = Latency()
 
 for _metric in (params, macs, flops, size, size_fp16, inference_size_fp16, throughput, latency):
-    metrics_registry.add(_metric.name, _metric)
+    objective_registry.add(_metric.name, _metric)

@@ -16,4 +16,19 @@ recoveries = Registry("recovery")
 recoveries.add("lc", LC)
 recoveries.add("finetune", FineTune)
 
-__all__ = ["LC", "FineTune", "Recovery", "recoveries"]
+
+def register_recovery(name: str, cls: type[Recovery]) -> None:
+    """Register a :class:`Recovery` class under ``name``, for specs."""
+    recoveries.add(name, cls)
+
+
+def list_recoveries() -> list[str]:
+    """The registered recovery names.
+
+    >>> list_recoveries()
+    ['finetune', 'lc']
+    """
+    return recoveries.names()
+
+
+__all__ = ["LC", "FineTune", "Recovery", "list_recoveries", "recoveries", "register_recovery"]

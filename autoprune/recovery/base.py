@@ -21,6 +21,10 @@ class Recovery:
     """
 
     name = "recovery"
+    # the training settings every recovery has (set by the subclasses' constructors)
+    bn_batches: int
+    momentum: float
+    weight_decay: float
 
     def recover(
         self,
@@ -74,7 +78,7 @@ class Recovery:
         recalibrate_bn(model, loaders.train, self.bn_batches)
         if epochs > 0:
             steps = epoch_steps(loaders, epochs)
-            settings = dict(
+            settings: dict[str, Any] = dict(
                 max_steps=steps,
                 lr=lr,
                 momentum=self.momentum,
@@ -96,7 +100,7 @@ class Recovery:
             else:
                 train(model, loaders.train, seed=seed, after_step=after_step, **settings)
             model = physical(model)
-            if scheme.finalize(model, example_input):
+            if scheme.reapply_after_training(model, example_input):
                 recalibrate_bn(model, loaders.train, self.bn_batches)
         return model
 

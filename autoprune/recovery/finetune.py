@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .. import _checks
 from ..data import Loaders
-from ..errors import ConfigError
 from ..schemes.base import Scheme
 from .base import Recovery, epoch_steps, gradual_schedule
 
@@ -62,25 +62,20 @@ class FineTune(Recovery):
         gradual: float = 0.3,
         stages: int = 10,
     ) -> None:
-        if not isinstance(epochs, (int, float)) or epochs < 0:
-            raise ConfigError(f"finetune.epochs: expected a number >= 0, got {epochs!r}")
-        if not isinstance(lr, (int, float)) or lr <= 0:
-            raise ConfigError(f"finetune.lr: expected a positive number, got {lr!r}")
-        if (
-            isinstance(gradual, bool)
-            or not isinstance(gradual, (int, float))
-            or not 0 <= gradual <= 1
-        ):
-            raise ConfigError(f"finetune.gradual: expected a number in [0, 1], got {gradual!r}")
-        if isinstance(stages, bool) or not isinstance(stages, int) or stages < 2:
-            raise ConfigError(f"finetune.stages: expected an integer >= 2, got {stages!r}")
+        _checks.number("finetune.epochs", epochs, 0)
+        _checks.number("finetune.lr", lr, 0, low_open=True)
+        _checks.number("finetune.momentum", momentum, 0, 1)
+        _checks.number("finetune.weight_decay", weight_decay, 0)
+        _checks.number("finetune.bn_batches", bn_batches, 0, integer=True)
+        _checks.number("finetune.gradual", gradual, 0, 1)
+        _checks.number("finetune.stages", stages, 2, integer=True, what="an integer >= 2")
         self.epochs = epochs
         self.lr = lr
         self.momentum = momentum
         self.weight_decay = weight_decay
-        self.bn_batches = bn_batches
+        self.bn_batches = int(bn_batches)
         self.gradual = float(gradual)
-        self.stages = stages
+        self.stages = int(stages)
 
     def recover(
         self,
@@ -108,7 +103,7 @@ class FineTune(Recovery):
 
         else:
             scheme.apply(pruned, example_input)
-            after_step = None
+            after_step = None  # type: ignore[assignment]
         return self._finish(
             pruned,
             scheme,

@@ -23,27 +23,24 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import masking
+from .. import _checks
+from .. import _masking as masking
 from ..data import Loaders
-from ..errors import ConfigError
 from ..plan import Plan, get_plan, set_plan
 from ..schemes.base import Scheme
 from ..training import train
 from .base import Recovery, epoch_steps
 
 
-def _check_positive(name: str, value, integer: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    if integer:
-        ok = ok and float(value).is_integer()
-    if not ok:
-        kind = "a positive integer" if integer else "a positive number"
-        raise ConfigError(f"lc.{name}: expected {kind}, got {value!r}")
+def _check_positive(name: str, value: Any, integer: bool = False) -> None:
+    what = "a positive integer" if integer else None
+    _checks.number(f"lc.{name}", value, 0, low_open=True, integer=integer, what=what)
 
 
 class LC(Recovery):
@@ -91,14 +88,10 @@ class LC(Recovery):
         _check_positive("l_step_epochs", l_step_epochs)
         _check_positive("lr", lr)
         _check_positive("mu_init", mu_init)
-        if not isinstance(mu_multiplier, (int, float)) or mu_multiplier < 1:
-            raise ConfigError(f"lc.mu_multiplier: expected a number >= 1, got {mu_multiplier!r}")
+        _checks.number("lc.mu_multiplier", mu_multiplier, 1)
         if lr_end is not None:
             _check_positive("lr_end", lr_end)
-        if not isinstance(finetune_epochs, (int, float)) or finetune_epochs < 0:
-            raise ConfigError(
-                f"lc.finetune_epochs: expected a number >= 0, got {finetune_epochs!r}"
-            )
+        _checks.number("lc.finetune_epochs", finetune_epochs, 0)
         self.steps = int(steps)
         self.l_step_epochs = float(l_step_epochs)
         self.l_step_min_iterations = int(l_step_min_iterations)

@@ -2,46 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import os
 import platform
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+from torch import nn
 
 from .. import __version__, metrics
-from ..encoding import atomic_write
+from .._io import atomic_write
+from ..compress import CompressionResult
+from ..compress.settings import RunSettings
 from ..errors import DataError
 from ..models import rebuild
-from ..result import CompressionResult
+from ..plan import Plan
 from . import plots
-
-
-@dataclass
-class Block:
-    kind: str  # "h1", "h2", "p", "table", "img", "list"
-    content: Any
-    extra: Any = None
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        if v != v:
-            return ""
-        if abs(v) >= 1000:
-            return f"{v:,.0f}"
-        return f"{v:.4g}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    if isinstance(v, tuple):
-        return "x".join(str(i) for i in v)
-    return str(v)
-
+from .blocks import Block, fmt, markdown, page
 
 SUMMARY = [
     ("val_accuracy", "validation accuracy"),
@@ -57,14 +34,26 @@ SUMMARY = [
 ]
 
 
-def _load_models(run_dir: str, result: CompressionResult):
-    spec = result.settings.get("model_spec")
+def _load_original(run_dir: str, result: CompressionResult) -> nn.Module | None:
+    spec = result.settings.model_spec
     path = os.path.join(run_dir, "original.pt")
     if spec is None or not os.path.isfile(path):
         return None
     original = rebuild(spec)
     original.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return original.eval()
+
+
+@dataclass
+class Run:
+    """What the report's sections read: the result, its settings, the original model."""
+
+    result: CompressionResult
+    settings: RunSettings
+    original: nn.Module | None
+    example_input: torch.Tensor
+    run_dir: str
+    title: str
 
 
 def build(run_dir: str | os.PathLike) -> tuple[str, str]:
@@ -74,54 +63,103 @@ def build(run_dir: str | os.PathLike) -> tuple[str, str]:
         raise DataError(f"no run in {run_dir}: result.json is missing (run autoprune search first)")
     result = CompressionResult.load(run_dir)
     settings = result.settings
-    original = _load_models(run_dir, result)
-    x = torch.zeros(1, *settings["input_shape"])
+    run = Run(
+        result=result,
+        settings=settings,
+        original=_load_original(run_dir, result),
+        example_input=torch.zeros(1, *settings.input_shape),
+        run_dir=run_dir,
+        title=settings.extra.get("title") or os.path.basename(os.path.abspath(run_dir)),
+    )
     blocks: list[Block] = []
-    title = settings.get("title") or os.path.basename(os.path.abspath(run_dir))
-    blocks.append(Block("h1", f"autoprune report: {title}"))
+    for section in SECTIONS:
+        blocks += section(run)
+    md = markdown(blocks, run_dir)
+    html_page = page(blocks, run.title)
+    md_path = os.path.join(run_dir, "report.md")
+    html_path = os.path.join(run_dir, "report.html")
+    atomic_write(md_path, md.encode())
+    atomic_write(html_path, html_page.encode())
+    return md_path, html_path
+
+
+def _heading(run: Run) -> list[Block]:
+    result, settings = run.result, run.settings
     verdict = (
         "**Feasible**: the compressed model's validation accuracy is within eps of the original's."
         if result.feasible
         else "**Not feasible**: no plan kept accuracy within eps; the original model is returned."
     )
-    objs = ", ".join(f"{o['direction']} {o['measured']}" for o in settings.get("objectives", []))
-    scheme = settings.get("scheme", {})
-    blocks.append(
+    objs = ", ".join(f"{o['direction']} {o['measured']}" for o in settings.objectives)
+    return [
+        Block("h1", f"autoprune report: {run.title}"),
         Block(
             "p",
-            f"{verdict} Scheme: `{scheme.get('op', '?')}`; objective: {objs}; "
-            f"eps {settings.get('eps')}{' (relative)' if settings.get('relative') else ''}; "
-            f"recovery: `{settings.get('recovery', {}).get('name', '?')}`.",
-        )
-    )
+            f"{verdict} Scheme: `{settings.scheme.get('op', '?')}`; objective: {objs}; "
+            f"eps {settings.eps}{' (relative)' if settings.relative else ''}; "
+            f"recovery: `{settings.recovery.get('name', '?')}`.",
+        ),
+    ]
 
-    # -- summary -------------------------------------------------------------------------
-    blocks.append(Block("h2", "Summary"))
+
+def _summary(run: Run) -> list[Block]:
+    result, settings = run.result, run.settings
     rows = []
     for key, label in SUMMARY:
         if key in result.after:
             b, a = result.before.get(key), result.after[key]
             ratio = a / b if b else float("nan")
-            rows.append([label, _fmt(b), _fmt(a), f"{ratio:.3f}x"])
-    blocks.append(Block("table", ["metric", "original", "compressed", "ratio"], rows))
+            rows.append([label, fmt(b), fmt(a), f"{ratio:.3f}x"])
     final = ", ".join(f"{k} {v:.3f}x" for k, v in result.objectives.items())
-    blocks.append(
+    blocks = [
+        Block("h2", "Summary"),
+        Block("table", ["metric", "original", "compressed", "ratio"], rows),
         Block(
             "p",
             f"Objectives, measured carefully at the end as ratios to the "
             f"original: {final}. Throughput and latency were timed interleaved with "
-            f"the original (median of 20 rounds) on {settings.get('threads')} "
-            f"threads, {settings.get('device')}.",
-        )
-    )
+            f"the original (median of 20 rounds) on {settings.environment.get('threads')} "
+            f"threads, {settings.environment.get('device')}.",
+        ),
+    ]
     if result.notes:
         blocks.append(Block("list", result.notes))
+    return blocks
 
-    # -- per layer -----------------------------------------------------------------------
-    blocks.append(Block("h2", "Per layer"))
-    if original is not None:
-        layer_rows = metrics.layer_report(original, result.model, x)
-        data_rows = [
+
+LAYER_HEAD = [
+    "layer",
+    "type",
+    "shape before",
+    "shape after",
+    "sparsity",
+    "params before",
+    "nonzero after",
+    "MACs before",
+    "MACs after",
+]
+PLAN_HEAD = ["operator", "unit", "layers", "units", "original", "removed", "sparsity", "physical"]
+
+
+def _per_layer(run: Run) -> list[Block]:
+    blocks = [Block("h2", "Per layer")]
+    if run.original is not None:
+        layer_rows = metrics.layer_report(run.original, run.result.model, run.example_input)
+        table = [
+            [
+                r.name,
+                r.type,
+                fmt(r.shape_before),
+                fmt(r.shape_after),
+                f"{r.sparsity:.3f}",
+                fmt(r.params_before),
+                fmt(r.params_after),
+                fmt(r.macs_before),
+                fmt(r.macs_after),
+            ]
+            for r in layer_rows
+        ]
+        plotted = [
             {
                 "name": r.name,
                 "sparsity": r.sparsity,
@@ -130,39 +168,15 @@ def build(run_dir: str | os.PathLike) -> tuple[str, str]:
             }
             for r in layer_rows
         ]
-        blocks.append(
-            Block(
-                "table",
-                [
-                    "layer",
-                    "type",
-                    "shape before",
-                    "shape after",
-                    "sparsity",
-                    "params before",
-                    "nonzero after",
-                    "MACs before",
-                    "MACs after",
-                ],
-                [
-                    [
-                        r.name,
-                        r.type,
-                        _fmt(r.shape_before),
-                        _fmt(r.shape_after),
-                        f"{r.sparsity:.3f}",
-                        _fmt(r.params_before),
-                        _fmt(r.params_after),
-                        _fmt(r.macs_before),
-                        _fmt(r.macs_after),
-                    ]
-                    for r in layer_rows
-                ],
-            )
-        )
-        blocks.append(Block("img", "per_layer.png", plots.per_layer(data_rows)))
-    plan_rows = result.plan.rows()
-    if plan_rows:
+        blocks.append(Block("table", LAYER_HEAD, table))
+        blocks.append(Block("img", "per_layer.png", plots.per_layer(plotted)))
+    return blocks + _plan(run.result.plan)
+
+
+def _plan(plan: Plan) -> list[Block]:
+    blocks = []
+    rows = plan.rows()
+    if rows:
         blocks.append(
             Block(
                 "p",
@@ -170,180 +184,153 @@ def build(run_dir: str | os.PathLike) -> tuple[str, str]:
                 "group (channels of a group are removed together).",
             )
         )
-        blocks.append(
-            Block(
-                "table",
-                [
-                    "operator",
-                    "unit",
-                    "layers",
-                    "units",
-                    "original",
-                    "removed",
-                    "sparsity",
-                    "physical",
-                ],
-                [
-                    [
-                        r["op"],
-                        r["name"],
-                        _fmt(r["layers"]),
-                        r["units"],
-                        _fmt(r["total"]),
-                        _fmt(r["removed"]),
-                        f"{r['sparsity']:.3f}",
-                        _fmt(r["physical"]),
-                    ]
-                    for r in plan_rows
-                ],
-            )
-        )
-    if result.plan.quantized:
+        table = [
+            [
+                r["op"],
+                r["name"],
+                fmt(r["layers"]),
+                r["units"],
+                fmt(r["total"]),
+                fmt(r["removed"]),
+                f"{r['sparsity']:.3f}",
+                fmt(r["physical"]),
+            ]
+            for r in rows
+        ]
+        blocks.append(Block("table", PLAN_HEAD, table))
+    if plan.quantized:
         by_bits: dict[int, list[str]] = {}
-        for layer, bits in result.plan.quantized.items():
+        for layer, bits in plan.quantized.items():
             by_bits.setdefault(bits, []).append(layer)
+        shared = "; ".join(
+            f"{len(layers)} layer(s) at {bits} bits ({', '.join(layers)})"
+            for bits, layers in sorted(by_bits.items())
+        )
         blocks.append(
             Block(
                 "p",
                 "Quantized (k-means weight sharing, stored as a value table plus indices): "
-                + "; ".join(
-                    f"{len(layers)} layer(s) at {bits} bits ({', '.join(layers)})"
-                    for bits, layers in sorted(by_bits.items())
-                )
-                + ".",
+                f"{shared}.",
             )
         )
+    return blocks
 
-    # -- search --------------------------------------------------------------------------
-    blocks.append(Block("h2", "Search history"))
-    names = [o["name"] for o in settings.get("objectives", [])]
-    directions = [o["direction"] for o in settings.get("objectives", [])]
+
+def _search(run: Run) -> list[Block]:
+    result, settings = run.result, run.settings
+    names = [o["name"] for o in settings.objectives]
+    directions = [o["direction"] for o in settings.objectives]
     trials = [dict(t, pareto=t["number"] in result.pareto) for t in result.trials]
     done = [t for t in trials if t.get("objectives")]
     feasible = sum(1 for t in done if t.get("feasible"))
-    tau = settings.get("tau")
-    blocks.append(
+    blocks = [
+        Block("h2", "Search history"),
         Block(
             "p",
             f"{len(done)} trials, {feasible} feasible in the search "
-            f"(proxy accuracy drop at most tau = {tau:.4f}); sampler "
-            f"`{settings.get('sampler')}`, space `{settings.get('space')}`, "
-            f"seed {settings.get('seed')}. The recovered plan came from trial "
+            f"(proxy accuracy drop at most tau = {settings.tau:.4f}); sampler "
+            f"`{settings.sampler}`, space `{settings.space}`, "
+            f"seed {settings.seed}. The recovered plan came from trial "
             f"{result.chosen_trial}.",
-        )
-    )
+        ),
+    ]
     if done and names:
         blocks.append(Block("img", "history.png", plots.history(trials, names, directions)))
-    calibration = settings.get("calibration") or []
-    if calibration:
-        blocks.append(
-            Block(
-                "p",
-                "Calibration of the search threshold: uniform plans recovered for real, bisected.",
-            )
-        )
-        blocks.append(
-            Block(
-                "table",
-                ["level", "mean sparsity", "proxy drop", "recovered drop", "holds eps"],
-                [
-                    [
-                        f"{c['level']:.3f}",
-                        f"{c['mean_sparsity']:.3f}",
-                        f"{c['proxy_drop']:+.4f}",
-                        f"{c['finetuned_drop']:+.4f}",
-                        _fmt(c["holds"]),
-                    ]
-                    for c in calibration
-                ],
-            )
-        )
+    return blocks + _levels(run)
 
-    refinement = settings.get("refinement") or []
-    if refinement:
-        blocks.append(
-            Block(
-                "p",
-                f"Refinement of trial {result.chosen_trial}: its level raised step by step, "
-                "each step recovered for real; the highest level that held eps is the result.",
-            )
-        )
-        blocks.append(
-            Block(
-                "table",
-                ["level", "mean sparsity", "recovered val", "recovered drop", "holds eps"],
-                [
-                    [
-                        f"{r['level']:.4f}",
-                        f"{r['mean_sparsity']:.3f}",
-                        f"{r['val_accuracy']:.4f}",
-                        f"{r['drop']:+.4f}",
-                        _fmt(r["holds"]),
-                    ]
-                    for r in refinement
-                ],
-            )
-        )
 
-    # -- sensitivity ---------------------------------------------------------------------
-    sens = _sensitivity(run_dir, settings)
-    if sens is not None:
-        blocks.append(Block("h2", "Sensitivity"))
-        blocks.append(
-            Block(
-                "img",
-                "sensitivity.png",
-                plots.sensitivity(
-                    sens["levels"], sens["accuracy"], sens["base"], settings.get("eps")
-                ),
-            )
-        )
+def _levels(run: Run) -> list[Block]:
+    """The levels recovered for real: the calibration's, then the refinement's."""
+    blocks = []
+    head = ["level", "mean sparsity", "proxy drop", "recovered val", "recovered drop", "holds eps"]
+    for records, text in (
+        (
+            run.settings.calibration,
+            "Calibration of the search threshold: uniform plans recovered for real, bisected.",
+        ),
+        (
+            run.settings.refinement,
+            f"Refinement of trial {run.result.chosen_trial}: its level raised step by step, "
+            "each step recovered for real; the highest level that held eps is the result.",
+        ),
+    ):
+        if not records:
+            continue
+        rows = [
+            [
+                f"{r.level:.4f}",
+                f"{r.mean_sparsity:.3f}",
+                "" if r.proxy_drop is None else f"{r.proxy_drop:+.4f}",
+                "" if r.val_accuracy is None else f"{r.val_accuracy:.4f}",
+                f"{r.drop:+.4f}",
+                fmt(r.holds),
+            ]
+            for r in records
+        ]
+        blocks += [Block("p", text), Block("table", head, rows)]
+    return blocks
 
-    # -- channel norms -------------------------------------------------------------------
-    if original is not None:
-        layers = _channel_norms(original, result)
-        if layers:
-            blocks.append(Block("h2", "Channel norms"))
-            blocks.append(
-                Block(
-                    "p",
-                    "L1 norm of each output channel before (grey) and after "
-                    "(blue) pruning, in the original channel order. Unstructured "
-                    "pruning lowers every channel's norm a little; structured "
-                    "pruning removes whole channels (norm 0) and keeps the rest.",
-                )
-            )
-            blocks.append(Block("img", "channel_norms.png", plots.channel_norms(layers)))
 
-    # -- environment ---------------------------------------------------------------------
-    blocks.append(Block("h2", "Environment"))
-    env = [
-        ["autoprune", settings.get("autoprune", __version__)],
-        ["torch", settings.get("torch", torch.__version__)],
-        ["optuna", settings.get("optuna", "")],
-        ["python", settings.get("python", platform.python_version())],
-        ["machine", settings.get("machine", platform.machine())],
-        ["threads", _fmt(settings.get("threads"))],
-        ["device", str(settings.get("device"))],
-        ["seed", _fmt(settings.get("seed"))],
-        ["phases (s)", ", ".join(f"{k} {v:.0f}" for k, v in result.phases.items())],
+def _sensitivity_section(run: Run) -> list[Block]:
+    sens = _sensitivity(run.run_dir, run.settings.sensitivity)
+    if sens is None:
+        return []
+    plot = plots.sensitivity(sens["levels"], sens["accuracy"], sens["base"], run.settings.eps)
+    return [Block("h2", "Sensitivity"), Block("img", "sensitivity.png", plot)]
+
+
+def _channel_norm_section(run: Run) -> list[Block]:
+    if run.original is None:
+        return []
+    layers = _channel_norms(run.original, run.result)
+    if not layers:
+        return []
+    return [
+        Block("h2", "Channel norms"),
+        Block(
+            "p",
+            "L1 norm of each output channel before (grey) and after "
+            "(blue) pruning, in the original channel order. Unstructured "
+            "pruning lowers every channel's norm a little; structured "
+            "pruning removes whole channels (norm 0) and keeps the rest.",
+        ),
+        Block("img", "channel_norms.png", plots.channel_norms(layers)),
     ]
-    blocks.append(Block("table", ["", ""], env))
-    md = _markdown(blocks, run_dir)
-    page = _html(blocks, title)
-    md_path = os.path.join(run_dir, "report.md")
-    html_path = os.path.join(run_dir, "report.html")
-    atomic_write(md_path, md.encode())
-    atomic_write(html_path, page.encode())
-    return md_path, html_path
 
 
-def _sensitivity(run_dir: str, settings: dict) -> dict | None:
+def _environment(run: Run) -> list[Block]:
+    env = run.settings.environment
+    rows = [
+        ["autoprune", env.get("autoprune", __version__)],
+        ["torch", env.get("torch", torch.__version__)],
+        ["optuna", env.get("optuna", "")],
+        ["python", env.get("python", platform.python_version())],
+        ["machine", env.get("machine", platform.machine())],
+        ["threads", fmt(env.get("threads"))],
+        ["device", str(env.get("device"))],
+        ["seed", fmt(run.settings.seed)],
+        ["phases (s)", ", ".join(f"{k} {v:.0f}" for k, v in run.result.phases.items())],
+    ]
+    return [Block("h2", "Environment"), Block("table", ["", ""], rows)]
+
+
+SECTIONS = (
+    _heading,
+    _summary,
+    _per_layer,
+    _search,
+    _sensitivity_section,
+    _channel_norm_section,
+    _environment,
+)
+
+
+def _sensitivity(run_dir: str, stored: dict | None) -> dict | None:
     path = os.path.join(run_dir, "sensitivity.json")
     if os.path.isfile(path):
         with open(path) as f:
             return json.load(f)
-    return settings.get("sensitivity")
+    return stored
 
 
 def _channel_norms(original, result, limit: int = 8):
@@ -366,75 +353,3 @@ def _channel_norms(original, result, limit: int = 8):
         if len(out) >= limit:
             break
     return out
-
-
-# -- rendering ---------------------------------------------------------------------------
-
-
-def _markdown(blocks: list[Block], run_dir: str) -> str:
-    lines: list[str] = []
-    for b in blocks:
-        if b.kind == "h1":
-            lines += [f"# {b.content}", ""]
-        elif b.kind == "h2":
-            lines += [f"## {b.content}", ""]
-        elif b.kind == "p":
-            lines += [b.content, ""]
-        elif b.kind == "list":
-            lines += [f"- {item}" for item in b.content] + [""]
-        elif b.kind == "table":
-            head, rows = b.content, b.extra
-            lines.append("| " + " | ".join(head) + " |")
-            lines.append("|" + "---|" * len(head))
-            lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-            lines.append("")
-        elif b.kind == "img":
-            atomic_write(os.path.join(run_dir, b.content), b.extra)
-            lines += [f"![{b.content[:-4].replace('_', ' ')}]({b.content})", ""]
-    return "\n".join(lines)
-
-
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222}
-h1{font-size:1.6em;border-bottom:2px solid #444;padding-bottom:.3em}
-h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.85em}
-th,td{border:1px solid #ddd;padding:.3em .6em;text-align:right}
-th{background:#f3f6fb}td:first-child,th:first-child{text-align:left}
-img{max-width:100%;margin:.5em 0}code{background:#f3f3f3;padding:0 .2em}
-"""
-
-
-def _inline(text: str) -> str:
-    out = html.escape(text)
-    parts = out.split("**")
-    out = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
-    parts = out.split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
-
-
-def _html(blocks: list[Block], title: str) -> str:
-    body: list[str] = []
-    for b in blocks:
-        if b.kind in ("h1", "h2"):
-            body.append(f"<{b.kind}>{html.escape(b.content)}</{b.kind}>")
-        elif b.kind == "p":
-            body.append(f"<p>{_inline(b.content)}</p>")
-        elif b.kind == "list":
-            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.content) + "</ul>")
-        elif b.kind == "table":
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in b.content)
-            rows = "".join(
-                "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                for r in b.extra
-            )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-        elif b.kind == "img":
-            data = base64.b64encode(b.extra).decode()
-            alt = html.escape(b.content[:-4].replace("_", " "))
-            body.append(f'<img alt="{alt}" src="data:image/png;base64,{data}">')
-    return (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-        f"</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>\n"
-    )

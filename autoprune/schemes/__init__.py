@@ -12,7 +12,7 @@ class                   function                removes
 ======================  ======================  ======================================
 """
 
-from .base import Scheme, check_sparsity, schemes
+from .base import Pruning, Scheme, check_sparsity, schemes
 from .block import BlockPrune, block_prune
 from .compose import Compose
 from .quantize import Quantize, quantize
@@ -35,6 +35,7 @@ __all__ = [
     "Materialized",
     "NeuronPrune",
     "Prune",
+    "Pruning",
     "Quantize",
     "Scheme",
     "StructuredPrune",

@@ -12,19 +12,34 @@ Every operator follows the same rules:
 from __future__ import annotations
 
 import fnmatch
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from .._checks import fraction
+from .._structure import output_layer
 from ..errors import ConfigError, PruningError
 from ..plan import Plan
 from ..registry import Registry, did_you_mean
-from ..structure import output_layer
 
 schemes = Registry("scheme")
+
+
+def register_scheme(name: str | None = None) -> Callable[[Any], Any]:
+    """Register a scheme operator class (a :class:`Scheme`) under ``name``."""
+    return schemes.register(name)
+
+
+def list_schemes() -> list[str]:
+    """The registered scheme operator names.
+
+    >>> "filter_prune" in list_schemes()
+    True
+    """
+    return schemes.names()
+
 
 Sparsity = float | Mapping[str, float]
 
@@ -36,12 +51,7 @@ _TYPE_NAMES: dict[str, tuple[type[nn.Module], ...]] = {
 
 def check_fraction(value: Any, param: str) -> float:
     """Return ``value`` as a float in [0, 1), or raise naming ``param``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{param}: expected a number in [0, 1), got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"{param}: expected a number in [0, 1), got {value:g}")
-    return value
+    return fraction(param, value)
 
 
 def check_sparsity(sparsity: Any, param: str = "sparsity") -> Sparsity:
@@ -138,19 +148,29 @@ def count_to_remove(sparsity: float, total: int, multiple: int = 1, min_keep: in
 
 
 class Scheme:
-    """Base class of scheme operators.
+    """Base class of scheme operators: which layers they act on, and their interface.
 
-    Subclasses implement :meth:`apply`, which prunes ``model`` in place and returns the
+    Subclasses implement :meth:`apply`, which changes ``model`` in place and returns the
     :class:`~autoprune.plan.Plan` of this call. The plan of everything applied so far is
-    kept with the model (:func:`autoprune.plan.get_plan`).
+    kept with the model (:func:`autoprune.plan.get_plan`). Operators that remove
+    something derive from :class:`Pruning`, which adds the sparsity the search sets.
+
+    Class attributes the search reads:
+        search_high: the default upper end of a unit's searched sparsity range.
+        sensitivity_cap: the most a sensitivity analysis may open a unit's range to.
+        calibration_start: the calibration bisects uniform levels from here (a trained
+            network practically always keeps its accuracy, after fine-tuning, with three
+            quarters of its weights or half its blocks removed).
     """
 
     op: ClassVar[str] = ""
     default_types: ClassVar[tuple[type[nn.Module], ...]] = (nn.modules.conv._ConvNd, nn.Linear)
+    search_high: ClassVar[float] = 0.9
+    sensitivity_cap: ClassVar[float] = 0.9
+    calibration_start: ClassVar[float] = 0.0
 
     def __init__(
         self,
-        sparsity: Sparsity = 0.5,
         *,
         include: str | Iterable[str] | None = None,
         exclude: str | Iterable[str] | None = None,
@@ -158,16 +178,17 @@ class Scheme:
         include_output: bool = False,
         seed: int = 0,
     ) -> None:
-        self.sparsity = check_sparsity(sparsity)
         self.include = _patterns(include, "include")
         self.exclude = _patterns(exclude, "exclude")
         self.types = resolve_types(types, self.default_types)
         self.include_output = bool(include_output)
-        self.seed = int(seed)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"seed: expected an integer, got {seed!r}")
+        self.seed = seed
 
     # -- selection --------------------------------------------------------------------
     def selected(self, name: str, module: nn.Module, output_layer: str | None) -> bool:
-        """Whether layer ``name`` is one this operator may prune."""
+        """Whether layer ``name`` is one this operator may act on."""
         if not isinstance(module, self.types):
             return False
         if name == output_layer and not self.include_output:
@@ -210,14 +231,16 @@ class Scheme:
 
     # -- interface --------------------------------------------------------------------
     def units(self, model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, int]:
-        """The prunable units this operator would act on: ``{name: original units}``."""
-        raise NotImplementedError
+        """The units a search sets a sparsity for: ``{name: original units}`` (none here)."""
+        return {}
 
     def apply(self, model: nn.Module, example_input: torch.Tensor | None = None) -> Plan:
-        """Prune ``model`` in place and return the plan of this call."""
+        """Change ``model`` in place and return the plan of this call."""
         raise NotImplementedError
 
-    def finalize(self, model: nn.Module, example_input: torch.Tensor | None = None) -> bool:
+    def reapply_after_training(
+        self, model: nn.Module, example_input: torch.Tensor | None = None
+    ) -> bool:
         """Impose again what training does not keep (recovery calls it after training).
 
         Masks keep pruned weights at zero by themselves, so pruning operators do nothing
@@ -226,42 +249,18 @@ class Scheme:
         """
         return False
 
-    def with_sparsity(self, sparsity: Sparsity) -> Scheme:
-        """A copy of this operator with another sparsity (used by the search)."""
-        clone = object.__new__(type(self))
-        clone.__dict__.update(self.__dict__)
-        clone.sparsity = check_sparsity(sparsity)
-        return clone
-
     def with_sparsities(self, per_unit: Mapping[str, float]) -> Scheme:
         """A copy with one sparsity per unit, keyed as :meth:`units` names them."""
-        if getattr(self, "scope", "layer") == "global":
-            return self.with_sparsity(float(per_unit["global"]))
-        return self.with_sparsity(dict(per_unit))
+        raise PruningError(f"{self.op}: has no sparsity to set")
 
     def scaled(self, factor: float) -> Scheme | None:
         """A masked copy removing ``factor`` of this operator's sparsity, for one step of
-        gradual pruning (:class:`~autoprune.recovery.FineTune` with ``gradual``).
-
-        Structured operators stay masked (the model is made physical after training);
-        operators with nothing to remove return None.
-
-        >>> from autoprune import Prune
-        >>> Prune(0.8).scaled(0.5).sparsity
-        0.4
-        """
-        if isinstance(self.sparsity, Mapping):
-            sparsity: Sparsity = {k: v * factor for k, v in self.sparsity.items()}
-        else:
-            sparsity = float(self.sparsity) * factor
-        clone = self.with_sparsity(sparsity)
-        if getattr(clone, "physical", False):
-            clone.physical = False
-        return clone
+        gradual pruning; None when there is nothing to remove gradually."""
+        return None
 
     def config(self) -> dict[str, Any]:
         """The operator's settings, as a spec would write them."""
-        out: dict[str, Any] = {"sparsity": self.sparsity}
+        out: dict[str, Any] = {}
         if self.include:
             out["include"] = list(self.include)
         if self.exclude:
@@ -271,6 +270,59 @@ class Scheme:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+class Pruning(Scheme):
+    """Base class of the operators that remove something: a sparsity, which the search sets."""
+
+    def __init__(
+        self,
+        sparsity: Sparsity = 0.5,
+        *,
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        types: Any = None,
+        include_output: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            include=include,
+            exclude=exclude,
+            types=types,
+            include_output=include_output,
+            seed=seed,
+        )
+        self.sparsity = check_sparsity(sparsity)
+
+    def with_sparsity(self, sparsity: Sparsity) -> Pruning:
+        """A copy of this operator with another sparsity (used by the search)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.sparsity = check_sparsity(sparsity)
+        return clone
+
+    def with_sparsities(self, per_unit: Mapping[str, float]) -> Pruning:
+        """A copy with one sparsity per unit, keyed as :meth:`units` names them."""
+        if getattr(self, "scope", "layer") == "global":
+            return self.with_sparsity(float(per_unit["global"]))
+        return self.with_sparsity(dict(per_unit))
+
+    def scaled(self, factor: float) -> Pruning:
+        """A masked copy removing ``factor`` of this operator's sparsity, for one step of
+        gradual pruning (:class:`~autoprune.recovery.FineTune` with ``gradual``).
+
+        >>> from autoprune import Prune
+        >>> Prune(0.8).scaled(0.5).sparsity
+        0.4
+        """
+        if isinstance(self.sparsity, Mapping):
+            sparsity: Sparsity = {k: v * factor for k, v in self.sparsity.items()}
+        else:
+            sparsity = float(self.sparsity) * factor
+        return self.with_sparsity(sparsity)
+
+    def config(self) -> dict[str, Any]:
+        return {"sparsity": self.sparsity, **super().config()}
 
 
 def lowest(scores: torch.Tensor, k: int) -> torch.Tensor:

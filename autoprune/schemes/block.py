@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import masking
+from .. import _masking as masking
 from ..errors import ConfigError
 from ..plan import LayerPlan, Plan, get_plan, set_plan
-from .base import Scheme, Sparsity, check_scope, choose, resolve_sparsity, schemes
+from .base import Pruning, Sparsity, check_scope, choose, resolve_sparsity, schemes
 
 BLOCK_CRITERIA = ("l2", "l1", "random")
 
@@ -51,7 +51,7 @@ def blocks_to_mask(
 
 
 @schemes.register("block_prune")
-class BlockPrune(Scheme):
+class BlockPrune(Pruning):
     """Block pruning: zero whole ``block``-shaped tiles of each weight matrix.
 
     A Linear weight is its ``out x in`` matrix; a Conv weight is viewed as
@@ -72,6 +72,9 @@ class BlockPrune(Scheme):
     """
 
     op = "block_prune"
+    search_high = 0.95
+    sensitivity_cap = 0.98
+    calibration_start = 0.5
 
     def __init__(
         self,
@@ -175,13 +178,17 @@ class BlockPrune(Scheme):
         }
 
 
-def block_prune(model: nn.Module, sparsity: Sparsity = 0.5, **kwargs: Any) -> Plan:
-    """Block pruning in one call: ``BlockPrune(sparsity, **kwargs).apply(model)``.
+def block_prune(
+    model: nn.Module,
+    sparsity: Sparsity = 0.5,
+    example_input: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> Plan:
+    """Block pruning in one call: ``BlockPrune(sparsity, **kwargs).apply(model, example_input)``.
 
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
     >>> block_prune(net, 0.5, block=(2, 2)).sparsities()
     {'0': 0.5}
     """
-    example_input = kwargs.pop("example_input", None)
     return BlockPrune(sparsity, **kwargs).apply(model, example_input)

@@ -29,15 +29,18 @@ class Compose(Scheme):
     """
 
     op = "compose"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def operator(self, op: str) -> Scheme:
+        """The first operator of this composition named ``op``."""
+        return next(s for s in self.schemes if s.op == op)
 
     def __init__(self, schemes: Sequence[Scheme]) -> None:  # noqa: D107
         schemes = list(schemes)
         if not schemes or not all(isinstance(s, Scheme) for s in schemes):
             raise ConfigError("schemes: expected a non-empty list of scheme operators")
         self.schemes = schemes
-        self.sparsity = 0.0
-        self.include = self.exclude = ()
-        self.seed = 0
 
     def units(self, model: nn.Module, example_input: torch.Tensor | None = None) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -64,8 +67,10 @@ class Compose(Scheme):
             plan = plan.merge(scheme.apply(model, example_input))
         return plan
 
-    def finalize(self, model: nn.Module, example_input: torch.Tensor | None = None) -> bool:
-        changed = [s.finalize(model, example_input) for s in self.schemes]
+    def reapply_after_training(
+        self, model: nn.Module, example_input: torch.Tensor | None = None
+    ) -> bool:
+        changed = [s.reapply_after_training(model, example_input) for s in self.schemes]
         return any(changed)
 
     def config(self) -> dict[str, Any]:

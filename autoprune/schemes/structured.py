@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import masking
+from .. import _masking as masking
+from .._structure import CONV, Group, StructureGraph
 from ..criteria import channel_criteria, channel_scores, check_criterion
 from ..errors import ConfigError, ModelError, PruningError
 from ..plan import GroupPlan, Plan, get_plan, set_plan
-from ..structure import CONV, Group, StructureGraph
-from .base import Scheme, Sparsity, count_to_remove, lowest, matches, resolve_sparsity, schemes
+from .base import Pruning, Sparsity, count_to_remove, lowest, matches, resolve_sparsity, schemes
 
 
 def _require_input(example_input: torch.Tensor | None, op: str) -> torch.Tensor:
@@ -39,10 +39,12 @@ def _require_input(example_input: torch.Tensor | None, op: str) -> torch.Tensor:
     return example_input
 
 
-class StructuredPrune(Scheme):
+class StructuredPrune(Pruning):
     """Base of the channel-removing operators (see :class:`FilterPrune`)."""
 
     unit = "channels"
+    search_high = 0.9
+    sensitivity_cap = 0.95
 
     def __init__(
         self,
@@ -58,6 +60,14 @@ class StructuredPrune(Scheme):
         super().__init__(sparsity, include=include, exclude=exclude, types=types, seed=seed)
         self.criterion = check_criterion(criterion, channel_criteria)
         self.physical = bool(physical)
+
+    def scaled(self, factor: float) -> StructuredPrune:
+        """A masked copy removing ``factor`` of the sparsity (see :meth:`Pruning.scaled`):
+        the ramp of gradual pruning stays masked, the model is made physical after it."""
+        clone = super().scaled(factor)
+        assert isinstance(clone, StructuredPrune)
+        clone.physical = False
+        return clone
 
     # -- which groups -----------------------------------------------------------------
     def _kind_ok(self, group: Group) -> bool:
@@ -80,7 +90,7 @@ class StructuredPrune(Scheme):
         return out
 
     def _groups(
-        self, model: nn.Module, example_input: torch.Tensor
+        self, model: nn.Module, example_input: torch.Tensor | None
     ) -> tuple[StructureGraph, list[Group]]:
         graph = StructureGraph(model, _require_input(example_input, self.op))
         groups = self.eligible(graph)
@@ -235,7 +245,13 @@ def neuron_prune(
     example_input: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> Plan:
-    """Neuron pruning in one call: ``NeuronPrune(sparsity, **kwargs).apply(model, x)``."""
+    """Neuron pruning in one call: ``NeuronPrune(sparsity, **kwargs).apply(model, example_input)``.
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    >>> neuron_prune(net, 0.5, torch.randn(1, 4), physical=True).physical
+    True
+    """
     return NeuronPrune(sparsity, **kwargs).apply(model, example_input)
 
 

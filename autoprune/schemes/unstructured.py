@@ -8,14 +8,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import masking
+from .. import _masking as masking
 from ..criteria import check_criterion, weight_criteria, weight_scores
 from ..plan import LayerPlan, Plan, get_plan, set_plan
-from .base import Scheme, Sparsity, check_scope, choose, resolve_sparsity, schemes
+from .base import Pruning, Sparsity, check_scope, choose, resolve_sparsity, schemes
 
 
 @schemes.register("prune")
-class Prune(Scheme):
+class Prune(Pruning):
     """Unstructured pruning: zero the lowest-scoring weights of each selected layer.
 
     Args:
@@ -39,6 +39,9 @@ class Prune(Scheme):
     """
 
     op = "prune"
+    search_high = 0.995
+    sensitivity_cap = 0.995
+    calibration_start = 0.75
 
     def __init__(
         self,
@@ -104,15 +107,19 @@ class Prune(Scheme):
         return {**super().config(), "criterion": self.criterion, "scope": self.scope}
 
 
-def prune(model: nn.Module, sparsity: Sparsity = 0.5, **kwargs: Any) -> Plan:
-    """Unstructured pruning in one call: ``Prune(sparsity, **kwargs).apply(model)``.
+def prune(
+    model: nn.Module,
+    sparsity: Sparsity = 0.5,
+    example_input: torch.Tensor | None = None,
+    **kwargs: Any,
+) -> Plan:
+    """Unstructured pruning in one call: ``Prune(sparsity, **kwargs).apply(model, example_input)``.
 
-    Pass ``example_input=`` to find the output layer by running the model.
+    With ``example_input`` the output layer is found by running the model.
 
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(10, 10), torch.nn.Linear(10, 2))
     >>> prune(net, 0.3).sparsities()
     {'0': 0.3}
     """
-    example_input = kwargs.pop("example_input", None)
     return Prune(sparsity, **kwargs).apply(model, example_input)

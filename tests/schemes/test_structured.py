@@ -134,7 +134,7 @@ def test_verification_catches_a_wrong_physical_model(monkeypatch):
     """If masking were not exact, materialize keeps the masked model and says why."""
     model = randomize_norms(TinyConvNeXt())
     x = torch.randn(1, 3, 16, 16)
-    import autoprune.structure as structure
+    import autoprune._structure as structure
 
     monkeypatch.setattr(structure.masking, "set_norm_keep", lambda *a, **k: None)
     FilterPrune(0.5).apply(model, x)
@@ -145,7 +145,7 @@ def test_verification_catches_a_wrong_physical_model(monkeypatch):
 
 
 def test_physical_mode_keeps_masked_model_when_it_cannot_verify(monkeypatch):
-    import autoprune.structure as structure
+    import autoprune._structure as structure
 
     monkeypatch.setattr(structure.masking, "set_norm_keep", lambda *a, **k: None)
     model = randomize_norms(TinyConvNeXt())

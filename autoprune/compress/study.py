@@ -1,164 +1,54 @@
-"""The Optuna study: search space, sampler, accuracy constraint, storage and resume.
-
-A trial proposes one sparsity per prunable unit (a layer, or a coupled channel group for
-structured schemes). Three parameterisations are available:
-
-* ``"offsets"`` (default): one global ``level`` in [0, 1] plus a per-unit ``offset`` in
-  ``[-width, width]``; unit ``i`` gets ``low_i + clip(level + offset_i, 0, 1) *
-  (high_i - low_i)``. The sampler finds the right overall level quickly and then shifts
-  sparsity between units.
-* ``"independent"``: one sparsity per unit in ``[low_i, high_i]``.
-* ``"uniform"``: the level alone (every unit at the same point of its range).
+"""The Optuna study: sampler, accuracy constraint, storage and resume.
 
 The study is seeded; its trials persist in the storage (an Optuna URL, by default a SQLite
 file in the run directory) and a study run again with the same name resumes: completed
 trials are kept, trials a crash left running are run again, and the budget ``n_trials``
-counts completed trials.
+counts completed trials. A trial is feasible when its proxy accuracy drop is at most the
+calibrated threshold ``tau`` (an Optuna constraint, ``drop - tau <= 0``).
 
-    >>> space = SearchSpace([Unit("conv1", 16, 0.0, 0.8), Unit("conv2", 32, 0.0, 0.8)])
-    >>> space.from_params(space.uniform_params(0.5))
-    {'conv1': 0.4, 'conv2': 0.4}
+    >>> make_sampler("tpe", seed=0).__class__.__name__
+    'TPESampler'
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from .errors import ConfigError
-from .registry import Registry
+from ..errors import ConfigError
+from ..registry import Registry
+from .space import SearchSpace
 
-SPACES = ("offsets", "independent", "uniform")
 samplers = Registry("sampler")
-
-
-@dataclass
-class Unit:
-    """One searched sparsity: a layer or coupled group, its size and its range."""
-
-    name: str
-    size: int
-    low: float = 0.0
-    high: float = 0.9
-
-
-class SearchSpace:
-    """Maps Optuna parameters to per-unit sparsities (see the module docstring)."""
-
-    def __init__(
-        self,
-        units: Sequence[Unit],
-        mode: str = "offsets",
-        width: float = 0.35,
-        level_range: tuple[float, float] = (0.0, 1.0),
-        shape: dict[str, list[float]] | None = None,
-    ) -> None:
-        if mode not in SPACES:
-            raise ConfigError(f"search.space: expected one of {', '.join(SPACES)}, got {mode!r}")
-        if not units:
-            raise ConfigError("search: the scheme has no prunable unit in this model")
-        for u in units:
-            if not 0.0 <= u.low <= u.high < 1.0:
-                raise ConfigError(
-                    f"search.bounds[{u.name!r}]: expected 0 <= low <= high < 1, got "
-                    f"({u.low:g}, {u.high:g})"
-                )
-        self.units = list(units)
-        self.mode = mode
-        self.width = float(width)
-        self.level_range = (float(level_range[0]), float(level_range[1]))
-        self.shape = dict(shape or {})
-
-    def _key(self, i: int) -> str:
-        return f"offset_{i:03d}" if self.mode == "offsets" else f"s_{i:03d}"
-
-    def suggest(self, trial: optuna.Trial) -> dict[str, float]:
-        """Ask the trial for its parameters; return the per-unit sparsities."""
-        params: dict[str, float] = {}
-        if self.mode in ("offsets", "uniform"):
-            params["level"] = trial.suggest_float("level", *self.level_range)
-        if self.mode == "offsets":
-            for i, _ in enumerate(self.units):
-                params[self._key(i)] = trial.suggest_float(self._key(i), -self.width, self.width)
-        elif self.mode == "independent":
-            for i, u in enumerate(self.units):
-                params[self._key(i)] = trial.suggest_float(self._key(i), u.low, u.high)
-        return self.from_params(params)
-
-    def from_params(self, params: dict[str, float]) -> dict[str, float]:
-        out = {}
-        for i, u in enumerate(self.units):
-            if self.mode == "independent":
-                s = params[self._key(i)]
-            else:
-                t = self.position(u.name, params["level"]) + (
-                    params.get(self._key(i), 0.0) if self.mode == "offsets" else 0.0
-                )
-                s = u.low + min(1.0, max(0.0, t)) * (u.high - u.low)
-            out[u.name] = round(float(s), 6)
-        return out
-
-    def position(self, unit: str, level: float) -> float:
-        """Where ``level`` puts ``unit`` in its range: ``level`` itself, or the unit's value
-        in the allocation ``shape`` (a table over evenly spaced levels), interpolated."""
-        table = self.shape.get(unit) if self.shape else None
-        if not table:
-            return level
-        x = min(1.0, max(0.0, level)) * (len(table) - 1)
-        i = min(int(x), len(table) - 2)
-        return table[i] + (x - i) * (table[i + 1] - table[i])
-
-    def uniform_params(self, level: float) -> dict[str, float]:
-        """Parameters that put every unit at ``level`` of its range (a warm start)."""
-        if self.mode == "independent":
-            return {
-                self._key(i): u.low + level * (u.high - u.low) for i, u in enumerate(self.units)
-            }
-        params = {"level": level}
-        if self.mode == "offsets":
-            params.update({self._key(i): 0.0 for i in range(len(self.units))})
-        return params
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "mode": self.mode,
-            "width": self.width,
-            "level_range": list(self.level_range),
-            "units": [asdict(u) for u in self.units],
-        }
-
-    def contains_level(self, level: float) -> bool:
-        return self.level_range[0] <= level <= self.level_range[1]
 
 
 # -- samplers ---------------------------------------------------------------------------
 
 
-def _tpe(seed: int, n_units: int) -> optuna.samplers.BaseSampler:
+def _tpe(seed: int) -> optuna.samplers.BaseSampler:
     # the warm starts count as startup trials, so a few random ones suffice
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=8)
 
 
-def _gp(seed: int, n_units: int) -> optuna.samplers.BaseSampler:
+def _gp(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.GPSampler(seed=seed, n_startup_trials=5, warn_independent_sampling=False)
 
 
-def _cmaes(seed: int, n_units: int) -> optuna.samplers.BaseSampler:
+def _cmaes(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.CmaEsSampler(
         seed=seed, n_startup_trials=3, warn_independent_sampling=False
     )
 
 
-def _random(seed: int, n_units: int) -> optuna.samplers.BaseSampler:
+def _random(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -172,9 +62,23 @@ samplers.add("random", _random)
 CONSTRAINT_AWARE = ("tpe", "gp", "random")
 
 
-def make_sampler(name: str, seed: int, n_units: int) -> optuna.samplers.BaseSampler:
+def register_sampler(name: str, factory: Callable[[int], Any]) -> None:
+    """Register ``factory(seed) -> optuna sampler`` under ``name``."""
+    samplers.add(name, factory)
+
+
+def list_samplers() -> list[str]:
+    """The registered sampler names.
+
+    >>> list_samplers()
+    ['cmaes', 'gp', 'random', 'tpe']
+    """
+    return samplers.names()
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """A seeded sampler by name: ``tpe`` (multivariate, default), ``gp``, ``cmaes``, ``random``."""
-    return samplers.get(name)(seed, n_units)
+    return samplers.get(name)(seed)
 
 
 # -- study ------------------------------------------------------------------------------
@@ -203,7 +107,7 @@ def open_study(
         study = optuna.create_study(
             storage=storage,
             study_name=study_name,
-            directions=list(directions),
+            directions=[str(d) for d in directions],  # type: ignore[misc]
             sampler=sampler,
             load_if_exists=True,
         )
@@ -258,7 +162,7 @@ def run_trials(
     *,
     n_trials: int | None,
     timeout: float | None,
-    eps: float,
+    tau: float,
     directions: Sequence[str],
     sampler_name: str,
     warm_start: Sequence[float] = (),
@@ -266,7 +170,11 @@ def run_trials(
     log: Callable[[str], None] | None = None,
     describe: Callable[[optuna.trial.FrozenTrial], str] | None = None,
 ) -> None:
-    """Run trials until ``n_trials`` are complete (in all) or ``timeout`` seconds pass."""
+    """Run trials until ``n_trials`` are complete (in all) or ``timeout`` seconds pass.
+
+    A trial is feasible when its proxy drop is at most ``tau``; samplers that do not
+    read constraints see an infeasible trial's values penalised by how far it is over.
+    """
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if not study.trials:
         for level in warm_start:
@@ -288,10 +196,10 @@ def run_trials(
         trial.set_user_attr("values", out.values)
         for k, v in out.attrs.items():
             trial.set_user_attr(k, v)
-        trial.set_constraint("accuracy_drop", out.drop - eps)
+        trial.set_constraint("accuracy_drop", out.drop - tau)
         values = list(out.values)
         if penalise and not out.feasible:
-            excess = 1.0 + 10.0 * (out.drop - eps)
+            excess = 1.0 + 10.0 * (out.drop - tau)
             values = [
                 v / excess if d == "maximize" else v * excess for v, d in zip(values, directions)
             ]
@@ -376,11 +284,43 @@ def pareto_front(
     return front
 
 
-def summary_line(values: Sequence[float], names: Sequence[str]) -> str:
-    parts = []
-    for v, n in zip(values, names):
-        if math.isfinite(v):
-            parts.append(f"{n} {v:.3f}x")
-        else:
-            parts.append(f"{n} {v}")
-    return ", ".join(parts)
+def pareto_numbers(order: list[optuna.trial.FrozenTrial], directions: list[str]) -> list[int]:
+    """Trial numbers of the feasible Pareto front (several objectives; none for one)."""
+    if len(directions) < 2:
+        return []
+    return [tr.number for tr in pareto_front(order, directions)]
+
+
+def describe_trial(trial: optuna.trial.FrozenTrial) -> str:
+    """One log line per trial."""
+    a = trial.user_attrs
+    if "accuracy" not in a:
+        return f"trial {trial.number}: {trial.state.name.lower()}"
+    sp = list(a.get("sparsities", {}).values())
+    mean = sum(sp) / len(sp) if sp else 0.0
+    objs = ", ".join(f"{k} {v:.3g}x" for k, v in a.get("objectives", {}).items())
+    tag = "feasible" if a.get("feasible") else "infeasible"
+    warm = " (warm start)" if "warm_start" in a else ""
+    return (
+        f"trial {trial.number:3d}{warm}: sparsity mean {mean:.2f} "
+        f"[{min(sp, default=0):.2f}-{max(sp, default=0):.2f}] | "
+        f"val {a['accuracy']:.4f} (drop {a['drop']:+.4f}) | {objs} | {tag} | "
+        f"{a.get('seconds', 0):.1f} s"
+    )
+
+
+def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial as ``result.trials`` and ``trials.csv`` hold it."""
+    a = trial.user_attrs
+    return {
+        "number": trial.number,
+        "state": trial.state.name.lower(),
+        "feasible": a.get("feasible"),
+        "accuracy": a.get("accuracy"),
+        "drop": a.get("drop"),
+        "seconds": a.get("seconds"),
+        "objectives": a.get("objectives", {}),
+        "sparsities": a.get("sparsities", {}),
+        "physical": a.get("physical"),
+        "warm_start": a.get("warm_start"),
+    }

@@ -1,16 +1,15 @@
 import optuna
 import pytest
 
-from autoprune.errors import ConfigError
-from autoprune.search import (
-    SearchSpace,
-    Unit,
+from autoprune.compress.space import SearchSpace, Unit
+from autoprune.compress.study import (
     make_sampler,
     open_study,
     pareto_front,
     ranked,
     requeue_interrupted,
 )
+from autoprune.errors import ConfigError
 
 UNITS = [Unit("a", 8, 0.0, 0.8), Unit("b", 16, 0.2, 0.6)]
 
@@ -55,29 +54,29 @@ def test_bad_spaces():
     with pytest.raises(ConfigError, match="no prunable unit"):
         SearchSpace([])
     with pytest.raises(ConfigError, match="unknown sampler 'tpee'"):
-        make_sampler("tpee", 0, 2)
+        make_sampler("tpee", 0)
 
 
 @pytest.mark.parametrize("name", ["tpe", "gp", "cmaes", "random"])
 def test_samplers(name):
-    assert isinstance(make_sampler(name, 0, 3), optuna.samplers.BaseSampler)
+    assert isinstance(make_sampler(name, 0), optuna.samplers.BaseSampler)
 
 
 def test_study_refuses_a_different_setup(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    study, resumed = open_study(url, "s", ["maximize"], make_sampler("tpe", 0, 2), {"eps": 0.01})
+    study, resumed = open_study(url, "s", ["maximize"], make_sampler("tpe", 0), {"eps": 0.01})
     assert not resumed
-    _, resumed = open_study(url, "s", ["maximize"], make_sampler("tpe", 0, 2), {"eps": 0.01})
+    _, resumed = open_study(url, "s", ["maximize"], make_sampler("tpe", 0), {"eps": 0.01})
     assert resumed
     with pytest.raises(ConfigError, match="was made for a different setup"):
-        open_study(url, "s", ["maximize"], make_sampler("tpe", 0, 2), {"eps": 0.02})
+        open_study(url, "s", ["maximize"], make_sampler("tpe", 0), {"eps": 0.02})
     with pytest.raises(ConfigError, match="cannot open"):
-        open_study("nosuchdb://x", "s", ["maximize"], make_sampler("tpe", 0, 2), {})
+        open_study("nosuchdb://x", "s", ["maximize"], make_sampler("tpe", 0), {})
 
 
 def test_interrupted_trials_are_run_again(tmp_path):
     url = f"sqlite:///{tmp_path / 'study.db'}"
-    study, _ = open_study(url, "s", ["maximize"], make_sampler("random", 0, 1), {})
+    study, _ = open_study(url, "s", ["maximize"], make_sampler("random", 0), {})
     trial = study.ask()
     trial.suggest_float("level", 0.0, 1.0)  # left RUNNING, as by a crash
     assert requeue_interrupted(study) == 1

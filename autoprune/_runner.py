@@ -1,6 +1,6 @@
 """Turn a validated spec into objects and runs: what the command line does, in Python.
 
->>> from autoprune import spec, runner
+>>> from autoprune import _runner as runner, spec
 >>> s = spec.validate({"model": "mlp", "data": "digits", "scheme": {"prune": {}}})
 >>> data = runner.build_data(s)
 >>> data.name
@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import io
 import json
@@ -21,16 +20,16 @@ import time
 import torch
 from torch import nn
 
-from . import encoding, objectives, sensitivity
-from .compressor import Compressor, Evaluation
+from . import objectives
+from ._io import atomic_write
+from .compress import CompressionResult, Compressor
 from .data import Data, load_data
 from .errors import ConfigError
 from .models import create_model, load_checkpoint
 from .objectives import Maximize, Minimize
 from .recovery import recoveries
-from .result import CompressionResult
 from .schemes import Compose, schemes
-from .spec import Spec, _metric_with_options
+from .spec import Spec, _metric_with_options, evaluation_options, sensitivity_options
 from .training import evaluate, seed_everything, train
 
 logger = logging.getLogger("autoprune")
@@ -66,7 +65,7 @@ def build_objectives(spec: Spec) -> list:
         elif options:
             metric = _metric_with_options("objective", name, options)
         else:
-            metric = objectives.metrics_registry.get(name)
+            metric = objectives.objective_registry.get(name)
         out.append(Maximize(metric) if direction == "maximize" else Minimize(metric))
     return out
 
@@ -104,7 +103,11 @@ def build_model(spec: Spec, data: Data, out_dir: str, progress: bool = True) -> 
     if t["epochs"] <= 0:
         raise ConfigError("model.checkpoint: give a checkpoint or model.train.epochs > 0")
     logger.info(f"model {m['name']}: training a baseline for {t['epochs']:g} epochs")
-    loaders = data.loaders(batch_size=t["batch_size"], seed=t["seed"])
+    loaders = data.loaders(
+        batch_size=t["batch_size"],
+        eval_batch_size=spec.resolved["data"]["eval_batch_size"],
+        seed=t["seed"],
+    )
     seed_everything(t["seed"])
     start = time.perf_counter()
     train(
@@ -120,7 +123,7 @@ def build_model(spec: Spec, data: Data, out_dir: str, progress: bool = True) -> 
     logger.info(f"baseline trained in {time.perf_counter() - start:.0f} s: val accuracy {acc:.4f}")
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
-    encoding.atomic_write(cache, buf.getvalue())
+    atomic_write(cache, buf.getvalue())
     return model.eval()
 
 
@@ -129,14 +132,7 @@ def build_compressor(
 ) -> Compressor:
     r = spec.resolved
     s = r["search"]
-    bounds = s["bounds"]
-    if isinstance(bounds, str) and bounds.endswith(".json"):
-        bounds = sensitivity.Sensitivity.load(bounds)
-    elif isinstance(bounds, list):
-        bounds = tuple(bounds)
-    elif isinstance(bounds, dict):
-        bounds = {k: tuple(v) for k, v in bounds.items()}
-    evaluation = {k: tuple(v) if isinstance(v, list) else v for k, v in s["evaluation"].items()}
+    proxy, calibration = evaluation_options(s["evaluation"])
     return Compressor(
         model,
         build_objectives(spec),
@@ -149,8 +145,10 @@ def build_compressor(
         timeout=s["timeout"],
         sampler=s["sampler"],
         space=s["space"],
-        bounds=bounds,
-        evaluation=Evaluation(**evaluation),
+        bounds=s["bounds"],
+        proxy=proxy,
+        calibration=calibration,
+        sensitivity=sensitivity_options(r["sensitivity"]),
         seed=s["seed"],
         out_dir=out_dir,
         storage=s["storage"],
@@ -158,6 +156,7 @@ def build_compressor(
         max_attempts=s["max_attempts"],
         refine=s["refine"],
         batch_size=r["data"]["batch_size"],
+        eval_batch_size=r["data"]["eval_batch_size"],
         progress=progress,
     )
 
@@ -167,7 +166,9 @@ class RunLog:
 
     def __init__(self, out_dir: str, quiet: bool) -> None:
         os.makedirs(out_dir, exist_ok=True)
-        self.handlers = [logging.FileHandler(os.path.join(out_dir, "run.log"))]
+        self.handlers: list[logging.Handler] = [
+            logging.FileHandler(os.path.join(out_dir, "run.log"))
+        ]
         self.handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         if not quiet:
             console = _TqdmHandler()
@@ -196,24 +197,20 @@ class _TqdmHandler(logging.Handler):
 def search(spec: Spec, out_dir: str, quiet: bool = False) -> CompressionResult:
     """Run a spec's whole job into ``out_dir``; returns the result (also saved there)."""
     os.makedirs(out_dir, exist_ok=True)
-    encoding.atomic_write(os.path.join(out_dir, "spec.yaml"), spec.to_yaml().encode())
+    atomic_write(os.path.join(out_dir, "spec.yaml"), spec.to_yaml().encode())
     with RunLog(out_dir, quiet):
         logger.info(f"autoprune search {spec.source or ''} -> {out_dir}")
         data = build_data(spec)
         logger.info(
-            f"data {data.name}: {len(data.train)} train, {len(data.val)} val, "
-            f"{len(data.test)} test, input {data.input_shape}, {data.num_classes} classes"
+            f"data {data.name}: {data.sizes()[0]} train, {data.sizes()[1]} val, "
+            f"{data.sizes()[2]} test, input {data.input_shape}, {data.num_classes} classes"
         )
         model = build_model(spec, data, out_dir, progress=not quiet)
-        original = copy.deepcopy(model.state_dict())
-        buf = io.BytesIO()
-        torch.save(original, buf)
-        encoding.atomic_write(os.path.join(out_dir, "original.pt"), buf.getvalue())
         compressor = build_compressor(spec, model, data, out_dir, progress=not quiet)
         result = compressor.run()
-        sens = result.settings.get("sensitivity")
+        sens = result.settings.sensitivity
         if sens:
-            encoding.atomic_write(
+            atomic_write(
                 os.path.join(out_dir, "sensitivity.json"), json.dumps(sens, indent=2).encode()
             )
         if spec.resolved["output"]["report"]:

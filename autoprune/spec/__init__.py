@@ -13,109 +13,30 @@ message names the key path, what was expected and what was found::
 
 from __future__ import annotations
 
-import inspect
-import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
-from .errors import AutopruneError, ConfigError
-from .registry import did_you_mean
+from ..errors import AutopruneError
+from ..registry import did_you_mean
+from ._checkers import (
+    SpecError,
+    _abspath,
+    _bool,
+    _fail,
+    _keys,
+    _kwargs_for,
+    _mapping,
+    _number,
+    _relay,
+    _str,
+)
+from ._search import evaluation_options, search_section, sensitivity_options
 
-
-class SpecError(ConfigError):
-    """A spec is invalid; the message starts with the key path."""
-
-
-# -- checkers ----------------------------------------------------------------------------
-
-
-def _fail(path: str, what: str, value: Any) -> SpecError:
-    shown = f"{value:g}" if isinstance(value, float) else repr(value)
-    return SpecError(f"{path}: expected {what}, got {shown}")
-
-
-def _number(
-    path: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-    high_open: bool = False,
-    integer: bool = False,
-) -> float:
-    kind = "an integer" if integer else "a number"
-    rng = ""
-    if low is not None or high is not None:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        rng = f" in {'(' if low_open else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail(path, kind + rng, value)
-    if integer and not float(value).is_integer():
-        raise _fail(path, kind + rng, value)
-    v = float(value)
-    if math.isnan(v):
-        raise _fail(path, kind + rng, value)
-    if low is not None and (v < low or (low_open and v == low)):
-        raise _fail(path, kind + rng, value)
-    if high is not None and (v > high or (high_open and v == high)):
-        raise _fail(path, kind + rng, value)
-    return int(v) if integer else v
-
-
-def _str(path: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise _fail(path, "a non-empty string", value)
-    return value
-
-
-def _bool(path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(path, "true or false", value)
-    return value
-
-
-def _mapping(path: str, value: Any) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _fail(path, "a mapping", value)
-    return dict(value)
-
-
-def _keys(path: str, value: Mapping, allowed: list[str]) -> None:
-    for key in value:
-        if key not in allowed:
-            where = f"{path}." if path else ""
-            raise SpecError(
-                f"{where}{key}: unknown key{did_you_mean(str(key), allowed)}; "
-                f"allowed: {', '.join(allowed)}"
-            )
-
-
-def _relay(path: str, exc: AutopruneError) -> SpecError:
-    """Re-raise a constructor's ConfigError ("param: ...") under the spec's key path."""
-    msg = str(exc)
-    if msg.startswith(path):
-        return SpecError(msg)
-    parent, _, last = path.rpartition(".")
-    if parent and msg.startswith(f"{last}."):  # "lc.mu_init: ..." under "recovery.lc"
-        return SpecError(f"{parent}.{msg}")
-    return SpecError(f"{path}.{msg}")
-
-
-def _kwargs_for(path: str, fn: Callable, options: Mapping, skip: tuple[str, ...] = ()) -> None:
-    """Unknown option names for ``fn`` are spec errors with suggestions."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return
-    allowed = [n for n in params if n not in skip and n != "self"]
-    _keys(path, options, allowed)
-
+__all__ = ["Spec", "SpecError", "evaluation_options", "load", "sensitivity_options", "validate"]
 
 # -- the schema --------------------------------------------------------------------------
 
@@ -134,20 +55,7 @@ TOP = [
 MODEL = ["name", "options", "checkpoint", "train"]
 TRAIN = ["epochs", "lr", "batch_size", "seed"]
 DATA = ["name", "root", "options", "batch_size", "eval_batch_size", "seed"]
-SEARCH = [
-    "sampler",
-    "trials",
-    "timeout",
-    "storage",
-    "study",
-    "seed",
-    "bounds",
-    "space",
-    "evaluation",
-    "max_attempts",
-    "refine",
-]
-SENSITIVITY = ["levels", "bn_batches", "finetune_steps", "val_batches", "threshold"]
+SENSITIVITY = ["levels", "bn_batches", "finetune_steps", "finetune_lr", "val_batches", "threshold"]
 OUTPUT = ["dir", "report"]
 OBJECTIVE_KEYS = ["maximize", "minimize"]
 PATH_OPTIONS = ("train", "test", "root", "path")
@@ -211,20 +119,15 @@ def validate(raw: Mapping[str, Any], base_dir: str = ".", source: str | None = N
     out["objective"] = _objective(raw.get("objective", "throughput"))
     out["eps"] = _number("eps", raw.get("eps", 0.01), 0.0, 1.0, high_open=True)
     out["relative"] = _bool("relative", raw.get("relative", False))
-    out["search"] = _search(raw.get("search"), base_dir)
+    out["search"] = search_section(raw.get("search"), base_dir)
     out["recovery"] = _recovery(raw.get("recovery", "finetune"))
     out["sensitivity"] = _sensitivity(raw.get("sensitivity"))
     out["output"] = _output(raw.get("output"), base_dir, source)
     return Spec(out, base_dir=base_dir, source=source)
 
 
-def _abspath(base_dir: str, value: str) -> str:
-    value = os.path.expanduser(value)
-    return value if os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
-
-
 def _model(raw: Any, base_dir: str) -> dict:
-    from .models import models, torchvision_models
+    from ..models import models, torchvision_models
 
     if raw is None:
         raw = {"name": "small_cnn"}
@@ -263,7 +166,7 @@ def _model(raw: Any, base_dir: str) -> dict:
 
 
 def _data(raw: Any, base_dir: str) -> dict:
-    from .data import datasets
+    from ..data import datasets
 
     if raw is None:
         raw = {"name": "digits"}
@@ -304,7 +207,7 @@ def _data(raw: Any, base_dir: str) -> dict:
 
 
 def _scheme(raw: Any) -> list[dict]:
-    from .schemes import schemes
+    from ..schemes import schemes
 
     ops = [n for n in schemes.names() if n != "compose"]
     items = raw if isinstance(raw, list) else [raw]
@@ -348,7 +251,7 @@ def _component(
 
 
 def _objective(raw: Any) -> list[dict]:
-    from .objectives import metrics_registry
+    from ..objectives import objective_registry
 
     items = raw if isinstance(raw, list) else [raw]
     if not items:
@@ -358,7 +261,9 @@ def _objective(raw: Any) -> list[dict]:
         path = f"objective[{i}]" if isinstance(raw, list) else "objective"
         if isinstance(item, str):
             item = {
-                metrics_registry.get(item).natural if item in metrics_registry else "maximize": item
+                objective_registry.get(item).natural
+                if item in objective_registry
+                else "maximize": item
             }
         item = _mapping(path, item)
         directions = [k for k in OBJECTIVE_KEYS if k in item]
@@ -369,11 +274,11 @@ def _objective(raw: Any) -> list[dict]:
         direction = directions[0]
         name = _str(f"{path}.{direction}", item[direction])
         options = {k: v for k, v in item.items() if k != direction}
-        if ":" not in name and name not in metrics_registry:
+        if ":" not in name and name not in objective_registry:
             raise SpecError(
                 f"{path}.{direction}: unknown objective {name!r}"
-                f"{did_you_mean(name, metrics_registry.names())}; known: "
-                f"{', '.join(metrics_registry.names())}, package.module:function"
+                f"{did_you_mean(name, objective_registry.names())}; known: "
+                f"{', '.join(objective_registry.names())}, package.module:function"
             )
         if options:
             _metric_with_options(f"{path}", name, options)
@@ -385,10 +290,10 @@ def _objective(raw: Any) -> list[dict]:
 
 
 def _metric_with_options(path: str, name: str, options: dict) -> Any:
-    from .objectives import Latency, Size, Throughput, metrics_registry
+    from ..objectives import Latency, Size, Throughput, objective_registry
 
     classes = {"throughput": Throughput, "latency": Latency}
-    base = metrics_registry.get(name) if name in metrics_registry else None
+    base = objective_registry.get(name) if name in objective_registry else None
     if name in classes:
         cls, fixed = classes[name], {}
     elif isinstance(base, Size):
@@ -396,90 +301,15 @@ def _metric_with_options(path: str, name: str, options: dict) -> Any:
         fixed = {"values": base.values, "encoding": base.encoding, "inference": base.inference}
     else:
         raise SpecError(f"{path}: objective {name!r} takes no options, got {sorted(options)}")
-    _kwargs_for(path, cls.__init__, options)
+    _kwargs_for(path, cls, options)
     try:
         return cls(**{**fixed, **options})
     except AutopruneError as exc:
         raise _relay(path, exc) from None
 
 
-def _search(raw: Any, base_dir: str) -> dict:
-    from .compressor import Evaluation
-    from .search import SPACES, samplers
-
-    raw = _mapping("search", raw)
-    _keys("search", raw, SEARCH)
-    sampler = _str("search.sampler", raw.get("sampler", "tpe"))
-    if sampler not in samplers:
-        raise SpecError(
-            f"search.sampler: unknown sampler {sampler!r}"
-            f"{did_you_mean(sampler, samplers.names())}; known: {', '.join(samplers.names())}"
-        )
-    trials = raw.get("trials", 30)
-    trials = None if trials is None else _number("search.trials", trials, 1, None, integer=True)
-    timeout = raw.get("timeout")
-    timeout = (
-        None if timeout is None else _number("search.timeout", timeout, 0, None, low_open=True)
-    )
-    if trials is None and timeout is None:
-        raise SpecError("search.trials: give a number of trials or a search.timeout")
-    space = _str("search.space", raw.get("space", "offsets"))
-    if space not in SPACES:
-        raise SpecError(f"search.space: expected one of {', '.join(SPACES)}, got {space!r}")
-    bounds = raw.get("bounds")
-    if bounds is not None:
-        if isinstance(bounds, str):
-            if bounds != "sensitivity" and not bounds.endswith(".json"):
-                raise SpecError(
-                    f"search.bounds: expected [low, high], a mapping of them, "
-                    f"'sensitivity' or a sensitivity .json file, got {bounds!r}"
-                )
-            if bounds.endswith(".json"):
-                bounds = _abspath(base_dir, bounds)
-                if not os.path.isfile(bounds):
-                    raise SpecError(f"search.bounds: file not found: {bounds}")
-        elif isinstance(bounds, Mapping):
-            bounds = {str(k): _bounds_pair(f"search.bounds[{k!r}]", v) for k, v in bounds.items()}
-        else:
-            bounds = _bounds_pair("search.bounds", bounds)
-    evaluation = _mapping("search.evaluation", raw.get("evaluation"))
-    _kwargs_for("search.evaluation", Evaluation, evaluation)
-    try:
-        Evaluation(**{k: tuple(v) if isinstance(v, list) else v for k, v in evaluation.items()})
-    except AutopruneError as exc:
-        raise _relay("search", exc) from None
-    storage = raw.get("storage")
-    if storage is not None:
-        _str("search.storage", storage)
-    return {
-        "sampler": sampler,
-        "trials": trials,
-        "timeout": timeout,
-        "storage": storage,
-        "study": _str("search.study", raw.get("study", "autoprune")),
-        "seed": _number("search.seed", raw.get("seed", 0), integer=True),
-        "bounds": bounds,
-        "space": space,
-        "evaluation": evaluation,
-        "max_attempts": _number(
-            "search.max_attempts", raw.get("max_attempts", 4), 1, None, integer=True
-        ),
-        "refine": _number("search.refine", raw.get("refine", 2), 0, None, integer=True),
-    }
-
-
-def _bounds_pair(path: str, value: Any) -> list[float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise _fail(path, "[low, high]", value)
-    low = _number(path, value[0], 0.0, 1.0, high_open=True)
-    high = _number(path, value[1], 0.0, 1.0, high_open=True)
-    if low > high:
-        raise SpecError(f"{path}: expected low <= high, got [{low:g}, {high:g}]")
-    return [low, high]
-
-
 def _recovery(raw: Any) -> dict:
-    from .recovery import recoveries
+    from ..recovery import recoveries
 
     if isinstance(raw, str):
         raw = {raw: {}}
@@ -490,30 +320,11 @@ def _recovery(raw: Any) -> dict:
 def _sensitivity(raw: Any) -> dict:
     raw = _mapping("sensitivity", raw)
     _keys("sensitivity", raw, SENSITIVITY)
-    levels = raw.get("levels", [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    if not isinstance(levels, list) or not levels:
+    levels = raw.get("levels")
+    if levels is not None and not isinstance(levels, list):
         raise _fail("sensitivity.levels", "a list of sparsities", levels)
-    levels = [
-        _number(f"sensitivity.levels[{i}]", v, 0.0, 1.0, high_open=True)
-        for i, v in enumerate(levels)
-    ]
-    vb = raw.get("val_batches")
-    threshold = raw.get("threshold")
-    return {
-        "levels": levels,
-        "bn_batches": _number(
-            "sensitivity.bn_batches", raw.get("bn_batches", 10), 0, None, integer=True
-        ),
-        "finetune_steps": _number(
-            "sensitivity.finetune_steps", raw.get("finetune_steps", 0), 0, None, integer=True
-        ),
-        "val_batches": None
-        if vb is None
-        else _number("sensitivity.val_batches", vb, 1, None, integer=True),
-        "threshold": None
-        if threshold is None
-        else _number("sensitivity.threshold", threshold, 0.0, 1.0),
-    }
+    options = sensitivity_options(raw)
+    return options.to_dict()
 
 
 def _output(raw: Any, base_dir: str, source: str | None) -> dict:

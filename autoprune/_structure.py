@@ -30,7 +30,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from . import masking
+from . import _masking as masking
 from .errors import ModelError, PruningError
 
 CONV = nn.modules.conv._ConvNd
@@ -52,6 +52,58 @@ class Member:
     dim: int = 0  # for bare parameters: the pruned dim
 
 
+def _channel_blocks(module: nn.Module) -> int:
+    """The equal blocks a layer's channels split into, which removals must repeat across
+    (a grouped, non-depthwise conv; a GroupNorm of several channels a group); else 1."""
+    if isinstance(module, CONV) and module.groups > 1:
+        depthwise = module.groups == module.out_channels and module.out_channels > 1
+        return 1 if depthwise else module.groups
+    if isinstance(module, nn.GroupNorm) and module.num_groups not in (1, module.num_channels):
+        return module.num_groups
+    return 1
+
+
+def _member_kind(module: nn.Module, is_out: bool) -> str:
+    """What removing a group's channels does to ``module``: ``consumer`` (its inputs),
+    ``producer`` (its outputs), ``norm`` (its per-channel parameters) or ``other``."""
+    if not is_out:
+        return "consumer"
+    if isinstance(module, PRODUCER_TYPES):
+        return "producer"
+    per_channel = (*_PER_CHANNEL_NORMS, nn.PReLU, nn.LayerNorm, nn.GroupNorm, nn.Embedding)
+    return "norm" if isinstance(module, per_channel) else "other"
+
+
+def _mask_inputs(model: nn.Module, prefix: str, module: nn.Module, idx: list[int]) -> None:
+    """Zero a consumer's input weights for channels ``idx``."""
+    if isinstance(module, nn.Linear):
+        _mask_along(model, prefix + "weight", 1, idx)
+    elif isinstance(module, CONV):
+        _mask_conv_inputs(model, prefix + "weight", module, idx)
+
+
+def _mask_outputs(
+    model: nn.Module, prefix: str, module: nn.Module, idx: list[int], producer: bool
+) -> None:
+    """Zero a producer's filters, or a norm's per-channel parameters, for channels ``idx``."""
+    if producer:
+        transposed = isinstance(module, CONV) and module.transposed
+        _mask_along(model, prefix + "weight", 1 if transposed else 0, idx)
+    elif isinstance(module, nn.Embedding):
+        _mask_along(model, prefix + "weight", 1, idx)
+    elif getattr(module, "weight", None) is not None:
+        _mask_along(model, prefix + "weight", 0, idx)
+    if getattr(module, "bias", None) is not None:
+        _mask_along(model, prefix + "bias", 0, idx)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+        module.running_mean[idx] = 0.0  # zero in, zero out without affine
+    norm_dim = masking.norm_channel_dim(module)
+    if norm_dim is not None:
+        n = module.num_channels if isinstance(module, nn.GroupNorm) else module.normalized_shape[0]
+        keep = torch.tensor(sorted(set(range(n)) - set(idx)), dtype=torch.long)
+        masking.set_norm_keep(module, keep, norm_dim)
+
+
 @dataclass
 class Group:
     """A set of channels that are removed together.
@@ -62,7 +114,6 @@ class Group:
         producers: Conv/Linear layers whose output channels these are.
         channel_groups: removals must repeat across this many equal blocks (grouped conv).
         members: every layer the removal touches.
-        mask_exact: False when masking cannot reproduce removal; ``why`` says why.
     """
 
     root: str
@@ -71,8 +122,6 @@ class Group:
     producer_types: list[str]
     channel_groups: int
     members: list[Member] = field(default_factory=list)
-    mask_exact: bool = True
-    why: str | None = None
 
     @property
     def is_conv(self) -> bool:
@@ -214,7 +263,6 @@ class StructureGraph:
         producers: list[str] = []
         producer_types: list[str] = []
         channel_groups = 1
-        exact, why = True, None
         for item in self._tp_group(root, range(size)).items:
             target, handler = item.dep.target.module, item.dep.handler
             is_out = self.dg.is_out_channel_pruning_fn(handler)
@@ -230,38 +278,16 @@ class StructureGraph:
             if name is None or name not in self.modules:
                 continue  # torch-pruning's own placeholders for cat/split/reshape/add
             mtype = type(target).__name__
-            if isinstance(target, CONV) and target.groups > 1:
-                depthwise = target.groups == target.out_channels and target.out_channels > 1
-                if not depthwise:
-                    channel_groups = math.lcm(channel_groups, target.groups)
-            if isinstance(target, nn.GroupNorm) and target.num_groups not in (
-                1,
-                target.num_channels,
-            ):
-                channel_groups = math.lcm(channel_groups, target.num_groups)
-            if not is_out:
-                kind = "consumer"
-            elif isinstance(target, PRODUCER_TYPES):
-                kind = "producer"
+            channel_groups = math.lcm(channel_groups, _channel_blocks(target))
+            kind = _member_kind(target, is_out)
+            if kind == "producer":
                 producers.append(name)
                 producer_types.append(mtype)
-            elif isinstance(target, _PER_CHANNEL_NORMS) or isinstance(target, nn.PReLU):
-                kind = "norm"
-            elif isinstance(target, (nn.LayerNorm, nn.GroupNorm)):
-                kind = "norm"
-                if masking.norm_channel_dim(target) is None:
-                    exact, why = False, f"{name} ({mtype}) normalises across channels"
-            elif isinstance(target, nn.Embedding):
-                kind = "norm"
-            else:
-                kind = "other"
-                exact, why = False, f"{name} ({mtype}) cannot be masked channel-wise"
             members.append(Member(name, kind, mtype, idxs, root_idxs))
         order = {n: i for i, n in enumerate(self.modules)}
         pairs = sorted(zip(producers, producer_types), key=lambda p: order[p[0]])
         if size % channel_groups:
             channel_groups = 1
-            exact, why = False, f"{size} channels do not split into equal conv groups"
         return Group(
             root=root,
             size=size,
@@ -269,8 +295,6 @@ class StructureGraph:
             producer_types=[t for _, t in pairs],
             channel_groups=channel_groups,
             members=members,
-            mask_exact=exact,
-            why=why,
         )
 
     # -- importance -------------------------------------------------------------------
@@ -323,34 +347,9 @@ class StructureGraph:
             module = mods[m.name]
             prefix = f"{m.name}." if m.name else ""
             if m.kind == "consumer":
-                if isinstance(module, nn.Linear):
-                    _mask_along(model, prefix + "weight", 1, idx)
-                elif isinstance(module, CONV):
-                    _mask_conv_inputs(model, prefix + "weight", module, idx)
-                continue
-            if isinstance(module, nn.PReLU):
-                continue  # PReLU(0) == 0 whatever its slope
-            if m.kind == "producer":
-                transposed = isinstance(module, CONV) and module.transposed
-                _mask_along(model, prefix + "weight", 1 if transposed else 0, idx)
-            elif isinstance(module, nn.Embedding):
-                _mask_along(model, prefix + "weight", 1, idx)
-            elif getattr(module, "weight", None) is not None:
-                _mask_along(model, prefix + "weight", 0, idx)
-            if getattr(module, "bias", None) is not None:
-                _mask_along(model, prefix + "bias", 0, idx)
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                if module.running_mean is not None:
-                    module.running_mean[idx] = 0.0  # zero in, zero out without affine
-            norm_dim = masking.norm_channel_dim(module)
-            if norm_dim is not None:
-                n = (
-                    module.num_channels
-                    if isinstance(module, nn.GroupNorm)
-                    else module.normalized_shape[0]
-                )
-                keep = torch.tensor(sorted(set(range(n)) - set(idx)), dtype=torch.long)
-                masking.set_norm_keep(module, keep, norm_dim)
+                _mask_inputs(model, prefix, module, idx)
+            elif not isinstance(module, nn.PReLU):  # PReLU(0) == 0 whatever its slope
+                _mask_outputs(model, prefix, module, idx, producer=m.kind == "producer")
 
     # -- physical removal -------------------------------------------------------------
     def remove(self, removals: dict[str, Sequence[int]]) -> None:

@@ -10,7 +10,7 @@ threshold gives per-unit bounds for the search.
     >>> model = ap.create_model("mlp", data.num_classes, data.input_shape, hidden=(32, 16))
     >>> _ = ap.train(model, data.loaders(64).train, epochs=3, seed=0)
     >>> result = analyze(model, ap.Prune(), data.loaders(64), data.example_input(),
-    ...                  levels=(0.5, 0.9))
+    ...                  SensitivityOptions(levels=(0.5, 0.9)))
     >>> sorted(result.accuracy)
     ['fc1', 'fc2']
 """
@@ -24,18 +24,66 @@ import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data import Loaders
-from .errors import ConfigError, DataError
-from .schemes.base import Scheme, check_fraction
-from .schemes.structured import materialize
-from .training import evaluate, recalibrate_bn, train
+from .. import _checks
+from .._io import atomic_write
+from ..data import Loaders
+from ..errors import ConfigError, DataError
+from ..schemes import Scheme
+from ..training import evaluate
+from .proxy import pruned_copy, quick_tune
 
-DEFAULT_LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+@dataclass(frozen=True)
+class SensitivityOptions:
+    """How a sensitivity analysis runs: for ``autoprune sensitivity`` and for a search's
+    ``bounds="sensitivity"`` alike (the spec's ``sensitivity:`` section builds it).
+
+    Each unit is pruned alone at every level, its BatchNorm recalibrated on
+    ``bn_batches`` batches, fine-tuned for ``finetune_steps`` minibatches at
+    ``finetune_lr``, and measured on ``val_batches`` validation batches (None: all). As
+    search bounds, a unit's upper bound is its largest level whose drop stays within
+    ``threshold`` (default ``4 * eps``, within [0.02, 0.2]).
+
+    >>> SensitivityOptions().threshold_for(0.01)
+    0.04
+    """
+
+    levels: tuple[float, ...] = (0.25, 0.5, 0.75, 0.9)
+    bn_batches: int = 20
+    finetune_steps: int = 20
+    finetune_lr: float = 0.02
+    val_batches: int | None = 5
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.levels, (str, bytes)) or not isinstance(self.levels, Sequence):
+            raise _checks.fail("sensitivity.levels", "a list of sparsities", self.levels)
+        if not self.levels:
+            raise ConfigError("sensitivity.levels: expected at least one sparsity")
+        levels = tuple(
+            _checks.fraction(f"sensitivity.levels[{i}]", v) for i, v in enumerate(self.levels)
+        )
+        object.__setattr__(self, "levels", levels)
+        _checks.number("sensitivity.bn_batches", self.bn_batches, 0, integer=True)
+        _checks.number("sensitivity.finetune_steps", self.finetune_steps, 0, integer=True)
+        _checks.number("sensitivity.finetune_lr", self.finetune_lr, 0, low_open=True)
+        _checks.optional_number("sensitivity.val_batches", self.val_batches, 1, integer=True)
+        _checks.optional_number("sensitivity.threshold", self.threshold, 0.0, 1.0)
+
+    def threshold_for(self, eps: float) -> float:
+        """The drop a unit's upper bound may reach, for an accuracy budget ``eps``."""
+        if self.threshold is not None:
+            return self.threshold
+        return min(0.2, max(0.02, 4 * eps))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"levels": list(self.levels)}
 
 
 @dataclass
@@ -88,8 +136,6 @@ class Sensitivity:
         return {"format": "autoprune.sensitivity/1", **asdict(self)}
 
     def save(self, path: str | os.PathLike) -> None:
-        from .encoding import atomic_write
-
         atomic_write(path, json.dumps(self.to_dict(), indent=2).encode())
 
     @classmethod
@@ -97,12 +143,18 @@ class Sensitivity:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise DataError(f"sensitivity results not found: {path}")
-        with open(path) as f:
-            data = json.load(f)
-        if data.get("format") != "autoprune.sensitivity/1":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path} is not a sensitivity .json file: {exc}") from None
+        if not isinstance(data, dict) or data.get("format") != "autoprune.sensitivity/1":
             raise DataError(f"{path} does not hold autoprune sensitivity results")
         data.pop("format")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise DataError(f"{path} does not hold autoprune sensitivity results: {exc}") from None
 
 
 def analyze(
@@ -110,13 +162,9 @@ def analyze(
     scheme: Scheme,
     loaders: Loaders,
     example_input: torch.Tensor,
+    options: SensitivityOptions | None = None,
     *,
-    levels: Sequence[float] = DEFAULT_LEVELS,
-    bn_batches: int = 10,
-    finetune_steps: int = 0,
-    finetune_lr: float = 0.02,
-    val_batches: int | None = None,
-    metric: Callable[[nn.Module, Iterable], float] | None = None,
+    accuracy: Callable[[nn.Module, Iterable], float] | None = None,
     seed: int = 0,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
@@ -126,50 +174,39 @@ def analyze(
     Args:
         model: the trained model (not changed).
         scheme: which operator and which layers (its sparsity is ignored).
-        levels: sparsities to try, each in [0, 1).
-        bn_batches: BatchNorm recalibration batches after pruning.
-        finetune_steps: minibatches of fine-tuning after pruning (0: none).
-        val_batches: validation batches to measure on (None: all).
-        metric: ``f(model, loader) -> float`` instead of top-1 accuracy.
+        options: levels, BatchNorm batches, fine-tuning and validation batches
+            (:class:`SensitivityOptions`).
+        accuracy: ``f(model, loader) -> float`` instead of top-1 accuracy.
     """
-    levels = [check_fraction(lv, "levels") for lv in levels]
-    if not levels:
-        raise ConfigError("levels: expected at least one sparsity")
-    metric = metric or (lambda m, loader: evaluate(m, loader).accuracy)
-
-    def val() -> Iterable:
-        if val_batches is None:
-            return loaders.val
-        return [b for _, b in zip(range(val_batches), loaders.val)]
-
-    val_data = val()
-    base = float(metric(model, val_data))
+    options = options or SensitivityOptions()
+    accuracy = accuracy or (lambda m, loader: evaluate(m, loader).accuracy)
+    val_data: Iterable = loaders.val
+    if options.val_batches is not None:
+        val_data = [b for _, b in zip(range(options.val_batches), loaders.val)]
+    base = float(accuracy(model, val_data))
     sizes = scheme.units(copy.deepcopy(model), example_input)
-    accuracy: dict[str, list[float]] = {}
+    levels = list(options.levels)
+    table: dict[str, list[float]] = {}
     bar = tqdm(
         total=len(sizes) * len(levels), desc="sensitivity", disable=not progress, leave=False
     )
     for unit in sizes:
         row = []
         for level in levels:
-            candidate = copy.deepcopy(model)
-            scheme.with_sparsities({unit: level}).apply(candidate, example_input)
-            made = materialize(candidate, example_input)
-            if made.physical:
-                candidate = made.model
-            recalibrate_bn(candidate, loaders.train, bn_batches)
-            if finetune_steps:
-                train(
-                    candidate,
-                    loaders.train,
-                    max_steps=finetune_steps,
-                    lr=finetune_lr,
-                    seed=seed,
-                    desc="sensitivity",
-                )
-            row.append(float(metric(candidate, val_data)))
+            pruned = scheme.with_sparsities({unit: level})
+            candidate, _, _ = pruned_copy(model, pruned, example_input)
+            quick_tune(
+                candidate,
+                loaders.train,
+                bn_batches=options.bn_batches,
+                steps=options.finetune_steps,
+                lr=options.finetune_lr,
+                seed=seed,
+                desc="sensitivity",
+            )
+            row.append(float(accuracy(candidate, val_data)))
             bar.update(1)
-        accuracy[unit] = row
+        table[unit] = row
         if log is not None:
             log(
                 f"sensitivity {unit}: "
@@ -178,8 +215,8 @@ def analyze(
     bar.close()
     return Sensitivity(
         base=base,
-        levels=list(levels),
-        accuracy=accuracy,
+        levels=levels,
+        accuracy=table,
         sizes={k: int(v) for k, v in sizes.items()},
         op=scheme.op,
     )

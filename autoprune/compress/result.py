@@ -7,6 +7,7 @@ A saved result is a directory:
 ``model.pt``        the compressed model's ``state_dict`` (``torch.load(weights_only=True)``)
 ``model.apz``       the same weights in autoprune's sparse format
 ``plan.json``       the plan alone
+``original.pt``     the original model's ``state_dict`` (for the report's per-layer tables)
 ``trials.csv``      one row per trial of the search
 ==================  ==================================================================
 
@@ -27,12 +28,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import encoding, masking
-from .errors import ConfigError, DataError
-from .metrics import block_hints
-from .models import rebuild
-from .plan import Plan, get_plan
-from .schemes.structured import apply_plan
+from .. import _masking as masking
+from .. import encoding
+from .._io import atomic_write
+from ..errors import ConfigError, DataError
+from ..metrics import block_hints, format_table
+from ..models import rebuild
+from ..plan import Plan, get_plan
+from ..schemes.structured import apply_plan
+from .measure import Measurements
+from .settings import RunSettings
 
 FORMAT = "autoprune.result/1"
 
@@ -46,33 +51,38 @@ class CompressionResult:
             of the original when no candidate kept accuracy within eps (``feasible`` False).
         plan: what was removed, per layer or coupled group.
         feasible: True when the returned model's validation accuracy is within eps.
-        before, after: metrics of the original and the compressed model: ``val_accuracy``,
-            ``test_accuracy``, ``params``, ``nonzero_params``, ``macs``, ``dense_bytes``,
-            ``sparse_bytes``, ``sparse_bytes_fp16``, ``throughput`` (images/s),
-            ``latency_ms``.
+        before, after: :class:`~autoprune.compress.measure.Measurements` of the original and
+            the compressed model (``val_accuracy``, ``test_accuracy``, ``params``,
+            ``nonzero_params``, ``macs``, ``dense_bytes``, ``sparse_bytes``,
+            ``sparse_bytes_fp16``, ``throughput`` in images/s, ``latency_ms``), read as
+            mappings too (``after["macs"]``).
         objectives: per objective, its final careful measurement as a ratio to the original.
         study: the Optuna study (None after :meth:`load`).
         chosen_trial: the trial whose plan was recovered (None if none was).
         pareto: trial numbers of the feasible Pareto front (several objectives).
         phases: wall seconds of each phase.
         notes: what happened that a reader should know (back-offs, fallbacks).
-        settings: the run's settings, for reports and reproduction.
+        settings: the run's :class:`~autoprune.compress.settings.RunSettings`, for reports
+            and reproduction (``settings["tau"]`` reads its JSON form).
         trials: one dict per completed trial.
+        original: the original model (saved beside the compressed one, so that a report
+            can compare them layer by layer); None after :meth:`load`.
     """
 
     model: nn.Module
     plan: Plan
     feasible: bool
-    before: dict[str, float]
-    after: dict[str, float]
+    before: Measurements
+    after: Measurements
     objectives: dict[str, float]
     study: Any = None
     chosen_trial: int | None = None
     pareto: list[int] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: RunSettings = field(default_factory=RunSettings)
     trials: list[dict[str, Any]] = field(default_factory=list)
+    original: nn.Module | None = field(default=None, repr=False)
 
     # -- reading ------------------------------------------------------------------------
     def ratios(self) -> dict[str, float]:
@@ -85,8 +95,6 @@ class CompressionResult:
 
     def summary(self) -> str:
         """A plain-text before/after table."""
-        from .metrics import format_table
-
         rows = []
         ratios = self.ratios()
         for k in self.after:
@@ -105,15 +113,15 @@ class CompressionResult:
         return {
             "format": FORMAT,
             "feasible": self.feasible,
-            "before": self.before,
-            "after": self.after,
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
             "ratios": self.ratios(),
             "objectives": self.objectives,
             "chosen_trial": self.chosen_trial,
             "pareto": self.pareto,
             "phases": self.phases,
             "notes": self.notes,
-            "settings": self.settings,
+            "settings": self.settings.to_dict(),
             "plan": self.plan.to_dict(),
             "trials": self.trials,
         }
@@ -126,18 +134,16 @@ class CompressionResult:
         """
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
-        buf = io.BytesIO()
-        torch.save(self.model.state_dict(), buf)
-        encoding.atomic_write(os.path.join(directory, "model.pt"), buf.getvalue())
+        _save_state(self.model, os.path.join(directory, "model.pt"))
+        if self.original is not None:
+            _save_state(self.original, os.path.join(directory, "original.pt"))
         encoding.save(
             self.model, os.path.join(directory, "model.apz"), blocks=block_hints(self.model)
         )
-        encoding.atomic_write(
-            os.path.join(directory, "plan.json"), self.plan.to_json(indent=2).encode()
-        )
-        encoding.atomic_write(os.path.join(directory, "trials.csv"), trials_csv(self.trials))
+        atomic_write(os.path.join(directory, "plan.json"), self.plan.to_json(indent=2).encode())
+        atomic_write(os.path.join(directory, "trials.csv"), trials_csv(self.trials))
         text = json.dumps(self.to_dict(), indent=2, default=_json_default)
-        encoding.atomic_write(os.path.join(directory, "result.json"), text.encode())
+        atomic_write(os.path.join(directory, "result.json"), text.encode())
         return directory
 
     @classmethod
@@ -181,16 +187,22 @@ class CompressionResult:
             model=model,
             plan=get_plan(model),
             feasible=data["feasible"],
-            before=data["before"],
-            after=data["after"],
+            before=Measurements.from_dict(data["before"]),
+            after=Measurements.from_dict(data["after"]),
             objectives=data["objectives"],
             chosen_trial=data.get("chosen_trial"),
             pareto=data.get("pareto", []),
             phases=data.get("phases", {}),
             notes=data.get("notes", []),
-            settings=settings,
+            settings=RunSettings.from_dict(settings),
             trials=data.get("trials", []),
         )
+
+
+def _save_state(model: nn.Module, path: str) -> None:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    atomic_write(path, buf.getvalue())
 
 
 def _json_default(value: Any) -> Any:

@@ -8,7 +8,7 @@ Training loops call :func:`apply_masks` after every optimizer step so that prune
 stay at zero::
 
     >>> import torch
-    >>> from autoprune.masking import set_mask, apply_masks
+    >>> from autoprune._masking import set_mask, apply_masks
     >>> lin = torch.nn.Linear(2, 2)
     >>> set_mask(lin, "weight", torch.tensor([[True, False], [True, True]]))
     >>> with torch.no_grad():
@@ -82,10 +82,6 @@ def masks_from_zeros(model: nn.Module, names: list[str]) -> None:
     masks = get_masks(model, "weights")
     for name in names:
         masks[name] = model.get_parameter(name).detach() != 0
-
-
-def has_masks(model: nn.Module) -> bool:
-    return any(model.__dict__.get(attr) for attr in _KINDS.values())
 
 
 # ---------------------------------------------------------------------------------------

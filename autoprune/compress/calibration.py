@@ -1,0 +1,173 @@
+"""Calibrating the search's threshold: uniform plans bisected, each recovered for real.
+
+The proxy accuracy of a candidate underestimates what recovery achieves, more so the more
+is pruned. A bisection over uniform levels finds the most pruned uniform plan that keeps
+eps after real fine-tuning; the search's threshold ``tau`` lies halfway between that
+plan's proxy drop and the proxy drop of the first uniform plan above it that broke eps
+(:func:`threshold`).
+
+    >>> held = LevelRecord(0.5, 0.45, 0.004, True, proxy_drop=0.02)
+    >>> broke = LevelRecord(0.75, 0.7, 0.03, False, proxy_drop=0.08)
+    >>> threshold([held, broke], eps=0.01)
+    0.05
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..recovery import FineTune, Recovery
+from .context import RunContext, TimeBudget
+from .options import CalibrationOptions, ProxyOptions
+from .proxy import ProxyScorer
+from .records import LevelRecord, first_broken_above
+from .space import SearchSpace, mean_sparsity, operator_of, plan_key
+
+
+@dataclass
+class Calibration:
+    """What the calibration found.
+
+    Attributes:
+        tau: the search's threshold on the proxy drop (``eps`` when no plan held).
+        records: every level tried, in order.
+        held: the most pruned level that held eps (None: none did).
+        recovered: the recovered models of plans that held, by plan key, when the
+            calibration's recovery was the run's own (they are then reused).
+    """
+
+    tau: float
+    records: list[LevelRecord] = field(default_factory=list)
+    held: float | None = None
+    recovered: dict[tuple, nn.Module] = field(default_factory=dict)
+
+    @property
+    def levels(self) -> list[float]:
+        return [r.level for r in self.records]
+
+
+def threshold(records: Sequence[LevelRecord], eps: float) -> float:
+    """``tau``: halfway from the most pruned held plan's proxy drop to that of the first
+    plan above it that broke eps, and never below eps (eps itself when none held)."""
+    held = [r for r in records if r.holds]
+    if not held:
+        return eps
+    best = max(held, key=lambda r: r.level)
+    best_drop = float(best.proxy_drop or 0.0)
+    broken = first_broken_above(records, best.level)
+    edge = float(broken.proxy_drop or 0.0) if broken else best_drop
+    return max(eps, best_drop + max(0.0, edge - best_drop) / 2)
+
+
+def calibration_recovery(
+    recovery: Recovery, options: CalibrationOptions, proxy: ProxyOptions
+) -> Recovery:
+    """The recovery that judges calibration plans: the run's own when it is a fine-tune
+    (its models can then be reused), else a fine-tune of similar cost."""
+    if isinstance(recovery, FineTune) and options.epochs is None:
+        return recovery
+    epochs = 3.0 if options.epochs is None else options.epochs
+    return FineTune(epochs=epochs, lr=proxy.finetune_lr, bn_batches=proxy.bn_batches)
+
+
+def start_level(ctx: RunContext, space: SearchSpace) -> float:
+    """Where the bisection starts from: the lowest ``calibration_start`` of the searched
+    operators (three quarters of the weights for ``prune``, half the blocks for
+    ``block_prune``, nothing for channels)."""
+    return min(operator_of(ctx.scheme, u.op).calibration_start for u in space.units)
+
+
+def calibrate(
+    ctx: RunContext,
+    space: SearchSpace,
+    scorer: ProxyScorer,
+    options: CalibrationOptions,
+    proxy: ProxyOptions,
+    budget: TimeBudget,
+) -> Calibration:
+    """Bisect uniform plans with real fine-tuning (see the module docstring)."""
+    cheap = calibration_recovery(ctx.recovery, options, proxy)
+    lo, hi = start_level(ctx, space), 1.0
+    out = Calibration(tau=ctx.eps)
+    limit = None if budget.timeout is None else options.share * budget.timeout
+    for k in range(options.steps):
+        if limit is not None and out.records:
+            if budget.elapsed() + out.records[-1].seconds > limit:
+                ctx.log(
+                    f"calibration: stopping after {k} step(s); another would pass "
+                    f"{options.share:g} of the timeout"
+                )
+                break
+        mid = round((lo + hi) / 2, 6)
+        record, model = _step(ctx, space, scorer, cheap, mid, k, options.steps)
+        out.records.append(record)
+        if record.holds:
+            lo, out.held = mid, mid
+            if cheap is ctx.recovery:  # the real recovery: keep it for the finalists
+                out.recovered[plan_key(space.from_params(space.uniform_params(mid)))] = model
+        else:
+            hi = mid
+    out.tau = threshold(out.records, ctx.eps)
+    _report(ctx, out)
+    return out
+
+
+def _step(
+    ctx: RunContext,
+    space: SearchSpace,
+    scorer: ProxyScorer,
+    recovery: Recovery,
+    level: float,
+    k: int,
+    steps: int,
+) -> tuple[LevelRecord, nn.Module]:
+    t_step = time.perf_counter()
+    sparsities = space.from_params(space.uniform_params(level))
+    proxy = scorer(sparsities)
+    t_rec = time.perf_counter()
+    model = recovery.recover(
+        ctx.original,
+        ctx.scheme.with_sparsities(sparsities),
+        ctx.loaders,
+        ctx.example_input,
+        seed=ctx.seed,
+    )
+    t_rec = time.perf_counter() - t_rec
+    acc = float(ctx.accuracy(model, ctx.loaders.val))
+    drop = ctx.drop(acc)
+    ok = drop <= ctx.eps
+    mean = mean_sparsity(sparsities)
+    ctx.log(
+        f"calibration {k + 1}/{steps}: uniform level {level:.3f} "
+        f"(mean sparsity {mean:.3f}): proxy drop {proxy.drop:+.4f}, after "
+        f"{getattr(recovery, 'epochs', 0):g} epoch(s) of fine-tuning drop {drop:+.4f}: "
+        f"{'holds' if ok else 'breaks'} eps"
+    )
+    record = LevelRecord(
+        level=level,
+        mean_sparsity=mean,
+        drop=drop,
+        holds=ok,
+        val_accuracy=acc,
+        proxy_drop=proxy.drop,
+        recovery_seconds=t_rec,
+        seconds=time.perf_counter() - t_step,
+    )
+    return record, model
+
+
+def _report(ctx: RunContext, out: Calibration) -> None:
+    if out.held is None:
+        ctx.log("calibration: no uniform plan held eps; the search threshold stays at eps")
+        return
+    best = next(r for r in out.records if r.level == out.held)
+    broken = first_broken_above(out.records, out.held)
+    ctx.log(
+        f"calibration: search threshold tau = {out.tau:.4f} (the uniform plan at level "
+        f"{out.held:.3f} holds eps with proxy drop {best.proxy_drop:.4f}"
+        + (f"; the next above it broke eps at {broken.proxy_drop:.4f})" if broken else ")")
+    )

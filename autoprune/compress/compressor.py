@@ -1,0 +1,421 @@
+"""``Compressor``: search per-layer sparsities under an accuracy budget, recover, measure.
+
+    >>> import autoprune as ap
+    >>> from autoprune import objectives
+    >>> data = ap.load_data("digits")
+    >>> model = ap.create_model("mlp", data.num_classes, data.input_shape, hidden=(32,))
+    >>> _ = ap.train(model, data.loaders(64).train, epochs=5, seed=0)
+    >>> c = ap.Compressor(model, objectives.Minimize(objectives.params), eps=0.05,
+    ...                   scheme=ap.Prune(), data=data, n_trials=4,
+    ...                   recovery=ap.FineTune(epochs=1), progress=False)
+    >>> result = c.run()
+    >>> result.feasible and result.after["nonzero_params"] < result.before["nonzero_params"]
+    True
+
+The flow (see ``docs/search.md``), one stage each:
+
+1. measure the original (validation and test accuracy, size, MACs, speed);
+2. prepare the search (:mod:`.preparation`): unit ranges, the allocation prior, and a
+   bisection over uniform plans, each recovered for real, that calibrates the threshold
+   the search's cheap proxy is held to; then an Optuna study (:mod:`.study`) proposes
+   per-unit sparsities, each scored by the proxy (:mod:`.proxy`);
+3. the finalists (:mod:`.finalists`), best first, are recovered and checked on the
+   validation set; the first within eps is the result: a model that breaks eps is never
+   returned as a success; the plan that held is then refined (:mod:`.refinement`), its
+   global level raised step by step while each step, recovered, holds eps;
+4. the compressed model is measured carefully (timings interleaved with the original).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import optuna
+from torch import nn
+
+from .. import _checks
+from ..data import Batches, Data
+from ..errors import ConfigError
+from ..objectives import Objective, as_objectives
+from ..plan import get_plan
+from ..recovery import FineTune, Recovery
+from ..schemes import FilterPrune, Scheme
+from ..training import evaluate, seed_everything
+from .context import (
+    AccuracyFn,
+    Limited,
+    Phases,
+    RunContext,
+    TimeBudget,
+    example_input_of,
+    loaders_of,
+    log_message,
+)
+from .finalists import Candidate, Outcome, recover_finalists, remeasure, select
+from .measure import Measurements, measure, measure_final
+from .options import (
+    Bounds,
+    Budget,
+    CalibrationOptions,
+    ProxyOptions,
+    check_data,
+    check_eps,
+    check_instance,
+    check_warm_start,
+    option,
+)
+from .preparation import SearchSetup, prepare, resolve_prior
+from .proxy import ProxyScorer
+from .records import Preparation
+from .refinement import Refinement, refine
+from .result import CompressionResult
+from .sensitivity import SensitivityOptions
+from .settings import run_settings, study_setup
+from .space import SPACES, SearchSpace, build_units
+from .study import (
+    describe_trial,
+    make_sampler,
+    open_study,
+    pareto_numbers,
+    ranked,
+    requeue_interrupted,
+    run_trials,
+    samplers,
+    trial_row,
+)
+
+
+def top1(model: nn.Module, loader: Iterable) -> float:
+    """Top-1 accuracy, the default ``accuracy``."""
+    return evaluate(model, loader).accuracy
+
+
+class Compressor:
+    """Find the most compressed model within ``eps`` of the original's accuracy.
+
+    Args:
+        model: the trained model (not changed).
+        objective: what to optimise: ``Maximize(throughput)``, ``Minimize(size)``, a
+            built-in name (its usual direction), or a list of them (multi-objective).
+        eps: the accuracy budget: ``base - accuracy <= eps`` on the validation split
+            (``relative=True``: ``(base - accuracy) / base <= eps``).
+        scheme: the scheme operator(s) (default ``FilterPrune()``); their sparsities are
+            what the search sets.
+        data: a :class:`~autoprune.data.Data`, or ``(train, val, test)`` loaders.
+        recovery: ``FineTune()`` (default) or ``LC()``.
+        accuracy: ``f(model, loader) -> float`` replacing top-1 accuracy.
+        n_trials: completed trials the study should have; ``timeout``: seconds for the
+            whole search, sensitivity analysis and calibration included (either or both).
+        sampler: ``"tpe"`` (multivariate, default), ``"gp"``, ``"cmaes"`` or ``"random"``.
+        space: ``"offsets"`` (default), ``"independent"`` or ``"uniform"`` (see
+            :mod:`autoprune.compress.space`).
+        bounds: ``(low, high)`` for every unit, ``{unit or pattern: (low, high)}``,
+            ``"sensitivity"``, or a :class:`~autoprune.compress.sensitivity.Sensitivity`
+            (or the path of its ``.json``).
+        warm_start: uniform levels (fractions of each unit's range) tried first.
+        proxy, calibration, sensitivity: how candidates are scored
+            (:class:`ProxyOptions`), how their threshold is calibrated
+            (:class:`CalibrationOptions`), and how a sensitivity analysis for
+            ``bounds="sensitivity"`` runs (:class:`SensitivityOptions`).
+        seed: seeds the sampler, the data order and every training run.
+        out_dir: the run directory (the study's SQLite file and the result are written
+            there); None (the default) keeps the study in memory and writes nothing.
+        storage, study_name: any Optuna storage URL, and the study's name; running again
+            with the same ones resumes the study.
+        max_attempts: plans recovered at most: the best ``max_attempts - 1`` trials, the
+            calibrated uniform plan (its model is reused), then lower sparsities.
+        refine: after a plan holds eps, steps (at most) that raise its global ``level``
+            (:mod:`autoprune.compress.refinement`), each recovered for real and kept when
+            it holds; they run while the ``timeout`` allows (0: none).
+        prior: how the search's global level spreads over units (the allocation prior):
+            ``"uniform"`` (the same point of every unit's range) or ``"global"`` (as one
+            global magnitude ranking would prune them; ``prune`` only). ``"auto"``: global
+            for ``prune``, else uniform. Per-unit offsets move away from the prior.
+        batch_size, eval_batch_size: training and evaluation batch sizes when ``data`` is
+            a :class:`Data`.
+        progress: progress bars and one line per trial on stderr.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Any,
+        eps: float,
+        *,
+        scheme: Scheme | None = None,
+        data: Data | Sequence[Batches] | None = None,
+        recovery: Recovery | None = None,
+        relative: bool = False,
+        accuracy: AccuracyFn | None = None,
+        n_trials: int | None = 30,
+        timeout: float | None = None,
+        sampler: str = "tpe",
+        space: str = "offsets",
+        bounds: Any = None,
+        warm_start: Sequence[float] = (0.25, 0.5, 0.75),
+        proxy: ProxyOptions | None = None,
+        calibration: CalibrationOptions | None = None,
+        sensitivity: SensitivityOptions | None = None,
+        seed: int = 0,
+        out_dir: str | os.PathLike | None = None,
+        storage: str | None = None,
+        study_name: str = "autoprune",
+        max_attempts: int = 4,
+        refine: int = 2,
+        prior: str = "auto",
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        progress: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        self.objectives: list[Objective] = as_objectives(objective)
+        self.eps = check_eps(eps)
+        self.data = check_data(data)
+        check_instance("scheme", scheme, Scheme, "a scheme operator")
+        check_instance("recovery", recovery, Recovery, "LC() or FineTune()")
+        self.budget = Budget(n_trials=n_trials, timeout=timeout)
+        samplers.get(sampler)
+        self.bounds = Bounds.parse(bounds)
+        self.model = model
+        self.scheme = scheme if scheme is not None else FilterPrune()
+        self.recovery = recovery if recovery is not None else FineTune()
+        self.relative = bool(relative)
+        self.accuracy = accuracy or top1
+        self.sampler = sampler
+        self.space = _checks.choice("space", space, SPACES)
+        self.warm_start = check_warm_start(warm_start)
+        self.proxy = option("proxy", proxy, ProxyOptions)
+        self.calibration = option("calibration", calibration, CalibrationOptions)
+        self.sensitivity = option("sensitivity", sensitivity, SensitivityOptions)
+        self.seed = _checks.number("seed", seed, integer=True)
+        self.out_dir = os.fspath(out_dir) if out_dir is not None else None
+        self.storage = storage
+        self.study_name = study_name
+        self.max_attempts = _checks.number("max_attempts", max_attempts, 1, integer=True)
+        self.refine = _checks.number("refine", refine, 0, integer=True)
+        _checks.choice("prior", prior, ("auto", "uniform", "global"))
+        self.prior = resolve_prior(prior, self.scheme)
+        self.batch_size = _checks.number("batch_size", batch_size, 1, integer=True)
+        self.eval_batch_size = _checks.number("eval_batch_size", eval_batch_size, 1, integer=True)
+        self.progress = bool(progress)
+
+    @property
+    def will_refine(self) -> bool:
+        """Whether a plan that holds is refined: ``refine`` steps, and a global level to
+        raise (every space but ``"independent"``)."""
+        return bool(self.refine) and self.space != "independent"
+
+    def log(self, message: str) -> None:
+        log_message(message, self.progress)
+
+    # -- the run ------------------------------------------------------------------------
+    def run(self) -> CompressionResult:
+        """Search, recover and measure; returns a :class:`~autoprune.result.CompressionResult`."""
+        phases = Phases()
+        start = time.perf_counter()
+        seed_everything(self.seed)
+        with phases.timed("baseline"):
+            ctx, before = self._baseline()
+        t_search = time.perf_counter()
+        budget = TimeBudget(t_search, self.budget.timeout)
+        scorer = ProxyScorer(ctx, self.proxy, ctx.eps)
+        study, prep, recovered = self._prepared_study(ctx, scorer, budget, phases)
+        space = SearchSpace(prep.units, self.space, level_range=prep.level_range, prior=prep.prior)
+        scorer.tau = prep.tau
+        budget.calibrated = [
+            r.recovery_seconds for r in prep.calibration if r.recovery_seconds is not None
+        ]
+        self._search(ctx, study, space, prep, scorer, budget)
+        phases["search"] = time.perf_counter() - t_search
+        with phases.timed("recovery"):
+            order, outcome, notes = self._finalists(ctx, study, prep, recovered, budget)
+        refinement = Refinement()
+        if outcome.recovered is not None and outcome.chosen is not None and self.will_refine:
+            with phases.timed("refine"):
+                params = study.trials[outcome.chosen].params
+                refinement = refine(ctx, budget, space, params, prep.calibration, self.refine)
+            notes += refinement.notes(outcome.chosen, params)
+        compressed, after_val = self._compressed(ctx, outcome, refinement)
+        with phases.timed("measure"):
+            after, final = measure_final(ctx, compressed, before, after_val)
+        phases["total"] = time.perf_counter() - start
+        result = CompressionResult(
+            model=compressed,
+            plan=get_plan(compressed),
+            feasible=outcome.recovered is not None,
+            before=before,
+            after=after,
+            objectives=final,
+            study=study,
+            chosen_trial=outcome.chosen,
+            pareto=pareto_numbers(order, [o.direction for o in self.objectives]),
+            phases=dict(phases),
+            notes=notes,
+            settings=run_settings(self, ctx, study.study_name, prep, refinement),
+            trials=[trial_row(tr) for tr in study.trials],
+            original=ctx.original,
+        )
+        if self.out_dir is not None:
+            result.save(self.out_dir)
+        self.log(
+            f"done in {phases['total']:.0f} s: "
+            + ", ".join(f"{k} {v:.3g}x" for k, v in final.items())
+        )
+        return result
+
+    # -- stages -------------------------------------------------------------------------
+    def _baseline(self) -> tuple[RunContext, Measurements]:
+        """Measure the original; returns the run's context and the original's measurements."""
+        loaders = loaders_of(self.data, self.batch_size, self.eval_batch_size, self.seed)
+        x = example_input_of(self.data, loaders, next(self.model.parameters()).device)
+        original = copy.deepcopy(self.model).eval()
+        before = measure(original, loaders, x, self.accuracy)
+        base_proxy = float(self.accuracy(original, Limited(loaders.val, self.proxy.val_batches)))
+        reference = {
+            o.name: o.metric(original, x) for o in self.objectives if o.metric.deterministic
+        }
+        ctx = RunContext(
+            original=original,
+            example_input=x,
+            loaders=loaders,
+            scheme=self.scheme,
+            recovery=self.recovery,
+            objectives=self.objectives,
+            accuracy=self.accuracy,
+            eps=self.eps,
+            relative=self.relative,
+            base=float(before["val_accuracy"]),
+            base_proxy=base_proxy,
+            reference=reference,
+            seed=self.seed,
+            progress=self.progress,
+        )
+        self.log(
+            f"original: val {ctx.base:.4f}, test {before['test_accuracy']:.4f}, "
+            f"{int(before['params'])} params, {int(before['macs'])} MACs; eps {self.eps:g}"
+            f"{' (relative)' if self.relative else ''}"
+        )
+        return ctx, before
+
+    def _prepared_study(
+        self, ctx: RunContext, scorer: ProxyScorer, budget: TimeBudget, phases: Phases
+    ) -> tuple[optuna.Study, Preparation, Mapping[tuple, nn.Module]]:
+        """Open (or resume) the study, and prepare it unless a resumed study already was."""
+        units = build_units(self.scheme, ctx.original, ctx.example_input, self.bounds)
+        storage = self.storage_url()
+        sampler = make_sampler(self.sampler, self.seed)
+        directions = [o.direction for o in self.objectives]
+        study, resumed = open_study(
+            storage, self.study_name, directions, sampler, study_setup(self, units)
+        )
+        if resumed:
+            again = requeue_interrupted(study)
+            done = sum(1 for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE)
+            self.log(
+                f"resuming study {self.study_name!r}: {done} trials complete"
+                + (f", {again} interrupted trial(s) to run again" if again else "")
+            )
+        stored = study.user_attrs.get("prepared")
+        if stored is not None:
+            return study, Preparation.from_dict(stored), {}
+        setup = SearchSetup(
+            space=self.space,
+            prior=self.prior,
+            warm_start=self.warm_start,
+            bounds=self.bounds,
+            proxy=self.proxy,
+            calibration=self.calibration,
+            sensitivity=self.sensitivity,
+        )
+        prepared = prepare(ctx, units, setup, scorer, budget)
+        phases.update(prepared.phases)
+        study.set_user_attr("prepared", prepared.preparation.to_dict())
+        recovered = prepared.calibration.recovered if prepared.calibration else {}
+        return study, prepared.preparation, recovered
+
+    def _search(
+        self,
+        ctx: RunContext,
+        study: optuna.Study,
+        space: SearchSpace,
+        prep: Preparation,
+        scorer: ProxyScorer,
+        budget: TimeBudget,
+    ) -> None:
+        """Run the study's trials, leaving time for the finalists and the refinement."""
+        wanted = ", ".join(f"{o.direction} {o.metric.describe()}" for o in self.objectives)
+        self.log(
+            f"search: {len(space.units)} units ({self.space} space, level in "
+            f"[{space.level_range[0]:.2f}, {space.level_range[1]:.2f}], {self.sampler} "
+            f"sampler), objective {wanted}; feasible when the proxy drop is <= {prep.tau:.4f}"
+        )
+        run_trials(
+            study,
+            space,
+            scorer,
+            n_trials=self.budget.n_trials,
+            timeout=budget.trials_timeout(self.will_refine),
+            tau=prep.tau,
+            directions=[o.direction for o in self.objectives],
+            sampler_name=self.sampler,
+            warm_start=prep.warm,
+            progress=self.progress,
+            log=self.log,
+            describe=describe_trial,
+        )
+
+    def _finalists(
+        self,
+        ctx: RunContext,
+        study: optuna.Study,
+        prep: Preparation,
+        recovered: Mapping[tuple, nn.Module],
+        budget: TimeBudget,
+    ) -> tuple[list[optuna.trial.FrozenTrial], Outcome, list[str]]:
+        """Rank the feasible trials, choose the finalists and recover them in order."""
+        held = {r.level for r in prep.calibration if r.holds}
+        order = remeasure(ctx, ranked(study, [o.direction for o in self.objectives]), held)
+        notes = []
+        if not order:
+            notes.append(
+                "no candidate of the search kept accuracy within eps; try more trials, "
+                "narrower bounds or a larger eps"
+            )
+        finalists = select(
+            [Candidate.of(tr) for tr in order], set(recovered), ctx.noisy, self.max_attempts
+        )
+        outcome = recover_finalists(
+            ctx, budget, finalists, recovered, self.max_attempts, self.will_refine
+        )
+        notes += outcome.notes
+        if outcome.recovered is None:
+            self.log(notes[-2] + "; " + notes[-1])
+        return order, outcome, notes
+
+    def _compressed(
+        self, ctx: RunContext, outcome: Outcome, refinement: Refinement
+    ) -> tuple[nn.Module, float | None]:
+        """The model to return, and its validation accuracy when it was recovered."""
+        best = refinement.best or outcome.recovered
+        if best is None:
+            return copy.deepcopy(ctx.original), None
+        return best.model, best.accuracy
+
+    # -- helpers ------------------------------------------------------------------------
+    def storage_url(self) -> str | None:
+        """The study's storage: ``storage``, else a SQLite file in ``out_dir``, else memory."""
+        if self.storage is not None:
+            return self.storage
+        if self.out_dir is None:
+            return None
+        os.makedirs(self.out_dir, exist_ok=True)
+        return f"sqlite:///{os.path.abspath(os.path.join(self.out_dir, 'study.db'))}"
+
+    @property
+    def data_name(self) -> str:
+        return self.data.name if isinstance(self.data, Data) else "loaders"

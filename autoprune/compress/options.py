@@ -1,0 +1,228 @@
+"""The search's options, each checked once, where it is made.
+
+:class:`ProxyOptions` say how a candidate is scored cheaply, :class:`CalibrationOptions`
+how that score's threshold is calibrated with real recoveries, :class:`Budget` how long
+the search may take,
+and :class:`Bounds` the per-unit sparsity ranges, in one normalised form.
+
+    >>> Bounds.parse({"conv*": (0.0, 0.5)}).for_unit("conv1", 0.9)
+    (0.0, 0.5)
+    >>> Bounds.parse(None).for_unit("conv1", 0.9)
+    (0.0, 0.9)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import _checks
+from ..data import Batches, Data
+from ..errors import ConfigError
+from ..schemes.base import matches
+from .sensitivity import Sensitivity
+
+
+@dataclass(frozen=True)
+class ProxyOptions:
+    """How each candidate of the search is scored: its *proxy accuracy*.
+
+    A candidate is pruned, made physical where the scheme allows, its BatchNorm
+    statistics recalibrated on ``bn_batches`` training batches, fine-tuned for
+    ``finetune_epochs`` (at least ``min_finetune_steps`` minibatches; 0 epochs for none)
+    at ``finetune_lr`` (cosine decay), and measured on ``val_batches`` validation batches
+    (None: all).
+
+    >>> ProxyOptions(finetune_epochs=0.5).bn_batches
+    20
+    """
+
+    bn_batches: int = 20
+    finetune_epochs: float = 0.25
+    min_finetune_steps: int = 10
+    finetune_lr: float = 0.02
+    val_batches: int | None = None
+
+    def __post_init__(self) -> None:
+        _checks.number("proxy.bn_batches", self.bn_batches, 0, integer=True)
+        _checks.number("proxy.min_finetune_steps", self.min_finetune_steps, 0, integer=True)
+        _checks.number("proxy.finetune_epochs", self.finetune_epochs, 0)
+        _checks.number("proxy.finetune_lr", self.finetune_lr, 0, low_open=True)
+        _checks.optional_number("proxy.val_batches", self.val_batches, 1, integer=True)
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """How the search's threshold is calibrated.
+
+    The proxy accuracy underestimates what recovery achieves, more so the more is pruned,
+    so comparing it with ``eps`` directly would stop the search far too early. A
+    bisection over uniform plans first finds the most pruned one that keeps ``eps`` after
+    ``epochs`` of real fine-tuning; the search's threshold ``tau`` lies halfway between
+    that plan's proxy drop and that of the next uniform plan, which broke ``eps``.
+
+    Attributes:
+        enabled: calibrate (False: the threshold is ``eps`` itself).
+        epochs: fine-tuning of each calibration plan (default: the recovery's own when it
+            is :class:`~autoprune.recovery.FineTune`, else 3).
+        steps: bisection steps, at most (0: no calibration).
+        share: with a ``timeout``, the bisection stops before it would use more than
+            this share of it.
+
+    >>> CalibrationOptions(steps=2).active
+    True
+    """
+
+    enabled: bool = True
+    epochs: float | None = None
+    steps: int = 5
+    share: float = 0.7
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise _checks.fail("calibration.enabled", "true or false", self.enabled)
+        _checks.optional_number("calibration.epochs", self.epochs, 0)
+        _checks.number("calibration.steps", self.steps, 0, integer=True)
+        _checks.number("calibration.share", self.share, 0, 1, low_open=True)
+
+    @property
+    def active(self) -> bool:
+        """Whether a calibration runs at all."""
+        return self.enabled and self.steps > 0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long the search may run: ``n_trials`` completed trials, ``timeout`` seconds for
+    the whole search (sensitivity analysis, calibration and recovery included), or both.
+
+    >>> Budget(n_trials=None, timeout=60).timeout
+    60.0
+    """
+
+    n_trials: int | None = 30
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_trials is None and self.timeout is None:
+            raise ConfigError("n_trials, timeout: give a number of trials, a timeout, or both")
+        _checks.optional_number("n_trials", self.n_trials, 1, integer=True)
+        timeout = _checks.optional_number("timeout", self.timeout, 0, low_open=True)
+        object.__setattr__(self, "timeout", timeout)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Per-unit sparsity ranges, from any of the five shapes ``bounds`` takes.
+
+    ``None`` (each unit's operator's default range), ``(low, high)`` for every unit,
+    ``{unit or pattern: (low, high)}``, ``"sensitivity"`` (analyse first, then bound each
+    unit where its drop stays within a threshold), or a :class:`Sensitivity` (or the path
+    of its ``.json``) already measured.
+
+    Attributes:
+        rules: ``(pattern, low, high)`` in order; for a unit, the last that matches wins;
+            the pattern ``"*"`` stands for one pair given for every unit.
+        sensitivity: an analysis given; ``from_sensitivity`` also when one is to be run.
+    """
+
+    rules: tuple[tuple[str, float, float], ...] = ()
+    from_sensitivity: bool = False
+    sensitivity: Sensitivity | None = field(default=None, compare=False)
+
+    @classmethod
+    def parse(cls, value: Any, param: str = "bounds") -> Bounds:
+        """Normalise ``value`` (see the class docstring); errors name ``param``."""
+        if value is None:
+            return cls()
+        if isinstance(value, Bounds):
+            return value
+        if isinstance(value, Sensitivity):
+            return cls(from_sensitivity=True, sensitivity=value)
+        if isinstance(value, (str, os.PathLike)):
+            text = os.fspath(value)
+            if text == "sensitivity":
+                return cls(from_sensitivity=True)
+            if text.endswith(".json"):
+                return cls(from_sensitivity=True, sensitivity=Sensitivity.load(text))
+            raise ConfigError(
+                f"{param}: expected (low, high), a mapping, 'sensitivity' or a sensitivity "
+                f".json file, got {value!r}"
+            )
+        if isinstance(value, Mapping):
+            rules = []
+            for pattern, pair in value.items():
+                low, high = _checks.bounds_pair(f"{param}[{pattern!r}]", pair)
+                rules.append((str(pattern), low, high))
+            return cls(rules=tuple(rules))
+        low, high = _checks.bounds_pair(param, value)
+        return cls(rules=(("*", low, high),))
+
+    def for_unit(
+        self, name: str, default_high: float, bare: str | None = None
+    ) -> tuple[float, float]:
+        """``(low, high)`` of unit ``name`` (``bare``: its name without the operator)."""
+        low, high = 0.0, default_high
+        for pattern, lo, hi in self.rules:
+            if matches(name, [pattern]) or (bare is not None and matches(bare, [pattern])):
+                low, high = lo, hi
+        return low, high
+
+    def setting(self) -> Any:
+        """How the run's settings record these bounds."""
+        if self.sensitivity is not None:
+            return "sensitivity (given)"
+        if self.from_sensitivity:
+            return "sensitivity"
+        if not self.rules:
+            return None
+        if len(self.rules) == 1 and self.rules[0][0] == "*":
+            return [self.rules[0][1], self.rules[0][2]]
+        return {p: [lo, hi] for p, lo, hi in self.rules}
+
+
+def check_eps(eps: Any) -> float:
+    """The accuracy budget: a number in [0, 1)."""
+    return _checks.fraction("eps", eps)
+
+
+def check_warm_start(levels: Any) -> tuple[float, ...]:
+    """Uniform levels tried first, each in [0, 1]."""
+    if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence):
+        raise _checks.fail("warm_start", "a list of levels in [0, 1]", levels)
+    out = []
+    for level in levels:
+        if isinstance(level, bool) or not isinstance(level, (int, float)):
+            raise ConfigError(f"warm_start: levels must be in [0, 1], got {level!r}")
+        if math.isnan(level) or not 0 <= level <= 1:
+            raise ConfigError(f"warm_start: levels must be in [0, 1], got {level!r}")
+        out.append(float(level))
+    return tuple(out)
+
+
+def check_data(data: Any) -> Data | Sequence[Batches]:
+    """A :class:`~autoprune.data.Data` or ``(train, val, test)`` loaders."""
+    if data is None:
+        raise ConfigError(
+            "data: pass a Data (e.g. autoprune.load_data('digits')) or (train, val, test) loaders"
+        )
+    if not isinstance(data, Data) and not (isinstance(data, (tuple, list)) and len(data) == 3):
+        raise ConfigError("data: expected a Data or a (train, val, test) tuple of loaders")
+    return data
+
+
+def check_instance(param: str, value: Any, cls: type, what: str) -> None:
+    """None, or an instance of ``cls``."""
+    if value is not None and not isinstance(value, cls):
+        raise ConfigError(f"{param}: expected {what}, got {value!r}")
+
+
+def option(param: str, value: Any, cls: type) -> Any:
+    """An options object of ``cls``; None gives its defaults."""
+    if value is None:
+        return cls()
+    check_instance(param, value, cls, f"a {cls.__name__}")
+    return value

@@ -1,0 +1,183 @@
+"""Preparing the search: unit ranges (from a sensitivity analysis, if asked), the allocation
+prior, the calibrated threshold, and the level range the study samples.
+
+The :class:`~autoprune.compress.records.Preparation` is stored with the study, so a
+resumed study searches the same space.
+
+    >>> searched_levels(held=0.5, broken=0.75)
+    (0.35, 0.8)
+    >>> searched_levels(held=None, broken=None)
+    (0.0, 1.0)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..schemes import Compose, Prune, Quantize, Scheme
+from .calibration import Calibration, calibrate
+from .context import RunContext, TimeBudget
+from .options import Bounds, CalibrationOptions, ProxyOptions
+from .proxy import ProxyScorer
+from .records import Preparation, first_broken_above
+from .sensitivity import Sensitivity, SensitivityOptions, analyze
+from .space import SearchSpace, Unit, operator_of
+
+
+@dataclass(frozen=True)
+class SearchSetup:
+    """How the search is set up, as the constructor was given it (checked there)."""
+
+    space: str
+    prior: str
+    warm_start: tuple[float, ...]
+    bounds: Bounds
+    proxy: ProxyOptions
+    calibration: CalibrationOptions
+    sensitivity: SensitivityOptions
+
+
+@dataclass
+class Prepared:
+    """A fresh preparation, and what making it left behind: the phases it timed and the
+    calibration's recovered models (reused by the finalists)."""
+
+    preparation: Preparation
+    phases: dict[str, float] = field(default_factory=dict)
+    calibration: Calibration | None = None
+
+
+def layer_prune(scheme: Scheme | None) -> Prune | None:
+    """The scheme's per-layer unstructured pruning when that is all it searches (alone, or
+    composed with operators that have nothing to search, such as ``quantize``)."""
+    if isinstance(scheme, Compose):
+        searched = [s for s in scheme.schemes if not isinstance(s, Quantize)]
+        scheme = searched[0] if len(searched) == 1 else None
+    return scheme if isinstance(scheme, Prune) and scheme.scope == "layer" else None
+
+
+def resolve_prior(prior: str, scheme: Scheme | None) -> str:
+    """``"auto"``: a global magnitude ranking for unstructured pruning, else uniform."""
+    if prior != "auto":
+        return prior
+    return "global" if layer_prune(scheme) is not None else "uniform"
+
+
+def searched_levels(held: float | None, broken: float | None) -> tuple[float, float]:
+    """The level range the study samples: from a little below the calibration's held level
+    to just past the first level above it that broke eps (all of [0, 1] without one)."""
+    if held is None:
+        return (0.0, 1.0)
+    top = broken + 0.05 if broken is not None else held + 0.3
+    return (round(max(0.0, held - 0.15), 6), round(min(1.0, top), 6))
+
+
+def global_prior(ctx: RunContext, units: list[Unit]) -> dict[str, list[float]]:
+    """Per-unit positions that follow one global magnitude ranking, per level.
+
+    At level ``l`` the weights of all units are ranked together and the smallest
+    ``l * max(high)`` of them removed; each unit's resulting sparsity, as a position in
+    its range, is its prior value. Big layers with many small weights are pruned harder
+    than small ones, as global magnitude pruning does.
+    """
+    if layer_prune(ctx.scheme) is None:
+        return {}
+    mags = {u.name: _weight(ctx.original, u.layer).detach().abs().flatten() for u in units}
+    everything = torch.cat(list(mags.values())).sort().values
+    top = max(u.high for u in units)
+    prior: dict[str, list[float]] = {u.name: [] for u in units}
+    for k in range(21):
+        target = k / 20 * top
+        n = int(round(target * everything.numel()))
+        cut = everything[n - 1] if n > 0 else -1.0
+        for u in units:
+            s = float((mags[u.name] <= cut).float().mean())
+            pos = (s - u.low) / (u.high - u.low) if u.high > u.low else 0.0
+            prior[u.name].append(round(min(1.0, max(0.0, pos)), 6))
+    return prior
+
+
+def _weight(model: torch.nn.Module, layer: str) -> torch.Tensor:
+    weight = model.get_submodule(layer).weight
+    assert isinstance(weight, torch.Tensor)
+    return weight
+
+
+def sensitivity_bounds(
+    ctx: RunContext, units: list[Unit], sens: Sensitivity, options: SensitivityOptions
+) -> list[Unit]:
+    """Each unit's upper bound where its sensitivity drop stays within the threshold (at
+    most its operator's ``sensitivity_cap``)."""
+    limit = options.threshold_for(ctx.eps)
+    out = []
+    for u in units:
+        cap = operator_of(ctx.scheme, u.op).sensitivity_cap
+        b = sens.bounds(limit, cap=cap).get(u.name)
+        out.append(u.with_range(u.low, max(u.low, b[1]) if b else u.high))
+    ctx.log(
+        f"bounds from sensitivity (drop <= {limit:g}): "
+        + ", ".join(f"{u.name} {u.high:.2f}" for u in out)
+    )
+    return out
+
+
+def prepare(
+    ctx: RunContext,
+    units: list[Unit],
+    setup: SearchSetup,
+    scorer: ProxyScorer,
+    budget: TimeBudget,
+) -> Prepared:
+    """Bounds, prior and calibration (see the module docstring)."""
+    phases: dict[str, float] = {}
+    sens_dict = None
+    if setup.bounds.from_sensitivity:
+        t = time.perf_counter()
+        sens = setup.bounds.sensitivity or _analyze(ctx, setup.sensitivity)
+        units = sensitivity_bounds(ctx, units, sens, setup.sensitivity)
+        sens_dict = sens.to_dict()
+        phases["sensitivity"] = time.perf_counter() - t
+    prior = global_prior(ctx, units) if setup.prior == "global" else {}
+    space = SearchSpace(units, setup.space, prior=prior)
+    calibration = None
+    if setup.calibration.active:
+        t = time.perf_counter()
+        calibration = calibrate(ctx, space, scorer, setup.calibration, setup.proxy, budget)
+        phases["calibration"] = time.perf_counter() - t
+        tau, warm, records = calibration.tau, calibration.levels, calibration.records
+    else:
+        tau, warm, records = ctx.eps, list(setup.warm_start), []
+    level_range = (0.0, 1.0)
+    held = calibration.held if calibration is not None else None
+    if held is not None and setup.space != "independent":
+        broken = first_broken_above(records, held)
+        level_range = searched_levels(held, broken.level if broken else None)
+    preparation = Preparation(
+        units=units,
+        tau=tau,
+        warm=warm,
+        level_range=level_range,
+        calibration=records,
+        prior=prior,
+        sensitivity=sens_dict,
+    )
+    return Prepared(preparation, phases, calibration)
+
+
+def _analyze(ctx: RunContext, options: SensitivityOptions) -> Sensitivity:
+    levels = ", ".join(f"{lv:g}" for lv in options.levels)
+    ctx.log(f"sensitivity analysis at levels {levels}")
+    return analyze(
+        ctx.original,
+        ctx.scheme,
+        ctx.loaders,
+        ctx.example_input,
+        options,
+        accuracy=ctx.accuracy,
+        seed=ctx.seed,
+        progress=ctx.progress,
+        log=ctx.log,
+    )

@@ -1,0 +1,103 @@
+"""Refinement: the plan that held eps, pushed further while it still holds.
+
+The chosen plan's global ``level`` is raised with its per-unit offsets kept, each step
+recovered for real and kept only when it holds eps. With a level above known to break
+eps (a calibration plan, or an earlier step), a step bisects towards it; without one, it
+goes a quarter of the way to the top of the searched range (the drop grows steeply near
+the top, so a step halfway there easily overshoots).
+
+    >>> next_level(0.5, None, top=1.0), next_level(0.5, 0.7, top=1.0)
+    (0.625, 0.6)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .context import RunContext, TimeBudget
+from .finalists import Recovered, recover_plan
+from .records import LevelRecord
+from .space import SearchSpace, mean_sparsity
+
+
+def next_level(lo: float, hi: float | None, top: float) -> float:
+    """The next level to try above ``lo``: halfway to ``hi`` (the lowest level known to
+    break), or a quarter of the way to ``top`` without one."""
+    return round((lo + hi) / 2 if hi is not None else lo + (top - lo) / 4, 6)
+
+
+@dataclass
+class Refinement:
+    """The steps tried, and the recovered model of the highest level that held (if one)."""
+
+    records: list[LevelRecord] = field(default_factory=list)
+    best: Recovered | None = None
+
+    @property
+    def held(self) -> LevelRecord | None:
+        held = [r for r in self.records if r.holds]
+        return max(held, key=lambda r: r.level) if held else None
+
+    def notes(self, chosen: int, params: Mapping[str, float]) -> list[str]:
+        """What the result's notes say of this refinement of trial ``chosen``."""
+        last = self.held
+        if self.best is None or last is None:
+            return []
+        return [
+            f"refined trial {chosen}: its level raised from {params['level']:.4f} to "
+            f"{last.level:.4f} (recovered val drop {last.drop:+.4f})"
+        ]
+
+
+def refine(
+    ctx: RunContext,
+    budget: TimeBudget,
+    space: SearchSpace,
+    params: Mapping[str, float],
+    calibration: Sequence[LevelRecord],
+    steps: int,
+) -> Refinement:
+    """Raise the level of the plan with Optuna parameters ``params``, at most ``steps``
+    times, while a recovery still fits the time left (see the module docstring)."""
+    lo = float(params["level"])
+    above = [r.level for r in calibration if not r.holds and r.level > lo]
+    hi = min(above) if above else None
+    top = max(space.level_range[1], min(1.0, lo + 0.1))
+    out = Refinement()
+    for k in range(steps):
+        mid = next_level(lo, hi, top)
+        if mid - lo < 1e-3:
+            break
+        if not budget.fits():
+            ctx.log(
+                f"refine: stopped after {k} step(s); another recovery (about "
+                f"{budget.estimate():.0f} s) would pass the timeout"
+            )
+            break
+        sparsities = space.from_params({**params, "level": mid})
+        t = time.perf_counter()
+        got = recover_plan(ctx, budget, sparsities)
+        ok = got.drop <= ctx.eps
+        mean = mean_sparsity(sparsities)
+        out.records.append(
+            LevelRecord(
+                level=mid,
+                mean_sparsity=mean,
+                drop=got.drop,
+                holds=ok,
+                val_accuracy=got.accuracy,
+                recovery_seconds=budget.timed[-1] if budget.timed else None,
+                seconds=time.perf_counter() - t,
+            )
+        )
+        ctx.log(
+            f"refine {k + 1}/{steps}: level {mid:.4f} (mean sparsity {mean:.3f}): "
+            f"val {got.accuracy:.4f} (drop {got.drop:+.4f}): {'holds' if ok else 'breaks'} eps"
+        )
+        if ok:
+            lo, out.best = mid, got
+        else:
+            hi = mid
+    return out

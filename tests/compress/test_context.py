@@ -1,0 +1,48 @@
+"""The time budget's arithmetic, on a fake clock (no training)."""
+
+import pytest
+
+from autoprune.compress.context import TimeBudget
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_estimate_is_this_runs_mean_else_the_calibrations():
+    budget = TimeBudget(0.0, 1000.0, calibrated=[100.0, 200.0], clock=Clock(0.0))
+    assert budget.estimate() == 150.0
+    budget.record(60.0)
+    budget.record(80.0)
+    assert budget.estimate() == 70.0
+    assert TimeBudget(0.0, None).estimate() == 0.0
+
+
+def test_fits_counts_recoveries_up_to_the_deadline():
+    clock = Clock(100.0)
+    budget = TimeBudget(50.0, 300.0, calibrated=[100.0], clock=clock)
+    assert budget.deadline == 350.0 and budget.elapsed() == 50.0
+    assert budget.fits(2) and not budget.fits(3)  # 100 + 2*100 <= 350 < 100 + 3*100
+    clock.now = 251.0
+    assert not budget.fits()
+    assert TimeBudget(0.0, None, clock=clock).fits(1000)
+
+
+def test_reserve_keeps_one_or_two_recoveries_at_most_35_percent():
+    budget = TimeBudget(0.0, 1000.0, calibrated=[100.0], clock=Clock(0.0))
+    assert budget.reserve(refining=False) == 100.0
+    assert budget.reserve(refining=True) == 200.0
+    budget.record(400.0)
+    assert budget.reserve(refining=True) == pytest.approx(350.0)
+    assert TimeBudget(0.0, None).reserve(True) == 0.0
+
+
+def test_trials_timeout_is_what_is_left_less_the_reserve():
+    budget = TimeBudget(0.0, 1000.0, calibrated=[100.0], clock=Clock(300.0))
+    assert budget.trials_timeout(refining=True) == 500.0
+    assert TimeBudget(0.0, 100.0, calibrated=[90.0], clock=Clock(99.0)).trials_timeout(True) == 1.0
+    assert TimeBudget(0.0, None).trials_timeout(True) is None

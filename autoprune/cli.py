@@ -108,7 +108,8 @@ def _add_sensitivity(sub: argparse._SubParsersAction) -> None:
         help="per-layer sensitivity analysis",
         description="Prune one layer (or coupled group) at a time over a grid of sparsities "
         "and record validation accuracy. Writes sensitivity.csv, sensitivity.json and "
-        "sensitivity.png, and prints each layer's largest sparsity within eps. A spec's "
+        "sensitivity.png, and prints each layer's largest sparsity whose drop stays within "
+        "sensitivity.threshold (default 4 x eps, in [0.02, 0.2]). A spec's "
         "'search.bounds: sensitivity' (or the path of sensitivity.json) uses them as bounds.",
     )
     p.add_argument("spec")

@@ -18,6 +18,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+FORMAT = "autoprune.plan/2"  # version 1 called GroupPlan.materialized "gone"; it still reads
+
 
 @dataclass
 class GroupPlan:
@@ -29,8 +31,8 @@ class GroupPlan:
         layers: the producer layers whose outputs are these channels.
         total: channels in the original model.
         removed: removed channel indices in the original numbering, sorted.
-        gone: those of ``removed`` that are physically gone from the tensors; the rest
-            are masked (zero).
+        materialized: those of ``removed`` that are physically gone from the tensors
+            (:func:`~autoprune.materialize`); the rest are masked (zero).
         criterion: the importance criterion that chose them.
     """
 
@@ -39,7 +41,7 @@ class GroupPlan:
     layers: list[str]
     total: int
     removed: list[int] = field(default_factory=list)
-    gone: list[int] = field(default_factory=list)
+    materialized: list[int] = field(default_factory=list)
     criterion: str = "l1"
 
     @property
@@ -49,18 +51,20 @@ class GroupPlan:
     @property
     def physical(self) -> bool:
         """True when every removed channel is gone from the tensors."""
-        return set(self.gone) == set(self.removed)
+        return set(self.materialized) == set(self.removed)
 
     @property
-    def present(self) -> list[int]:
-        """Original indices of the channels the tensors hold now (in their order)."""
-        gone = set(self.gone)
+    def in_tensors(self) -> list[int]:
+        """Original indices of the channels the tensors hold now, masked ones included (in
+        their order)."""
+        gone = set(self.materialized)
         return [i for i in range(self.total) if i not in gone]
 
     @property
-    def kept(self) -> list[int]:
-        gone = set(self.removed)
-        return [i for i in range(self.total) if i not in gone]
+    def surviving(self) -> list[int]:
+        """Original indices of the channels the plan keeps."""
+        removed = set(self.removed)
+        return [i for i in range(self.total) if i not in removed]
 
 
 @dataclass
@@ -165,7 +169,7 @@ class Plan:
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": "autoprune.plan/1",
+            "format": FORMAT,
             "groups": [asdict(g) for g in self.groups.values()],
             "layers": [asdict(e) for e in self.layers],
             "quantized": dict(self.quantized),
@@ -176,6 +180,9 @@ class Plan:
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         plan = cls()
         for g in data.get("groups", []):
+            g = dict(g)
+            if "gone" in g:  # version 1 named the physically removed channels "gone"
+                g["materialized"] = g.pop("gone")
             plan.set_group(GroupPlan(**g))
         for e in data.get("layers", []):
             e = dict(e)

@@ -10,7 +10,7 @@ def test_json_round_trip_keeps_everything():
             ["conv1", "layer1.0.conv2"],
             16,
             removed=[1, 3, 5],
-            gone=[1, 3, 5],
+            materialized=[1, 3, 5],
             criterion="l2",
         )
     )
@@ -26,11 +26,29 @@ def test_json_round_trip_keeps_everything():
     assert again.sparsities() == {"conv1": 3 / 16, "fc": 0.25}
 
 
-def test_group_present_and_kept():
-    g = GroupPlan("filter_prune", "c", ["c"], 6, removed=[0, 2, 4], gone=[0])
+def test_group_in_tensors_and_surviving():
+    g = GroupPlan("filter_prune", "c", ["c"], 6, removed=[0, 2, 4], materialized=[0])
     assert not g.physical
-    assert g.present == [1, 2, 3, 4, 5]
-    assert g.kept == [1, 3, 5]
+    assert g.in_tensors == [1, 2, 3, 4, 5]
+    assert g.surviving == [1, 3, 5]
+
+
+def test_version_1_plans_still_read():
+    old = {
+        "format": "autoprune.plan/1",
+        "groups": [
+            {
+                "op": "filter_prune",
+                "root": "c",
+                "layers": ["c"],
+                "total": 4,
+                "removed": [1],
+                "gone": [1],
+                "criterion": "l1",
+            }
+        ],
+    }
+    assert Plan.from_dict(old).groups["c"].materialized == [1]
 
 
 def test_set_layer_replaces_same_op_and_layer():

@@ -21,9 +21,10 @@ module              stage
 ==================  ====================================================================
 """
 
+from .bounds import Bounds
 from .compressor import Compressor
 from .measure import Measurements
-from .options import Bounds, Budget, CalibrationOptions, ProxyOptions
+from .options import Budget, CalibrationOptions, ProxyOptions
 from .result import CompressionResult
 from .sensitivity import Sensitivity, SensitivityOptions, analyze
 from .study import list_samplers, register_sampler

@@ -45,6 +45,7 @@ from ..plan import get_plan
 from ..recovery import FineTune, Recovery
 from ..schemes import FilterPrune, Scheme
 from ..training import evaluate, seed_everything
+from .bounds import Bounds, build_units
 from .context import (
     AccuracyFn,
     Limited,
@@ -58,7 +59,6 @@ from .context import (
 from .finalists import Candidate, Outcome, recover_finalists, remeasure, select
 from .measure import Measurements, measure, measure_final
 from .options import (
-    Bounds,
     Budget,
     CalibrationOptions,
     ProxyOptions,
@@ -71,11 +71,11 @@ from .options import (
 from .preparation import SearchSetup, prepare, resolve_prior
 from .proxy import ProxyScorer
 from .records import Preparation
-from .refinement import Refinement, refine
+from .refinement import Refinement, refine_plan
 from .result import CompressionResult
 from .sensitivity import SensitivityOptions
 from .settings import run_settings, study_setup
-from .space import SPACES, SearchSpace, build_units
+from .space import SPACES, SearchSpace
 from .study import (
     describe_trial,
     make_sampler,
@@ -215,30 +215,25 @@ class Compressor:
 
     # -- the run ------------------------------------------------------------------------
     def run(self) -> CompressionResult:
-        """Search, recover and measure; returns a :class:`~autoprune.result.CompressionResult`."""
+        """Search, recover and measure; returns a
+        :class:`~autoprune.compress.result.CompressionResult`."""
         phases = Phases()
         start = time.perf_counter()
         seed_everything(self.seed)
         with phases.timed("baseline"):
             ctx, before = self._baseline()
-        t_search = time.perf_counter()
-        budget = TimeBudget(t_search, self.budget.timeout)
+        budget = TimeBudget(time.perf_counter(), self.budget.timeout)
         scorer = ProxyScorer(ctx, self.proxy, ctx.eps)
         study, prep, recovered = self._prepared_study(ctx, scorer, budget, phases)
-        space = SearchSpace(prep.units, self.space, level_range=prep.level_range, prior=prep.prior)
-        scorer.tau = prep.tau
-        budget.calibrated = [
-            r.recovery_seconds for r in prep.calibration if r.recovery_seconds is not None
-        ]
-        self._search(ctx, study, space, prep, scorer, budget)
-        phases["search"] = time.perf_counter() - t_search
+        space = self._search(ctx, study, prep, scorer, budget)
+        phases["search"] = budget.elapsed()
         with phases.timed("recovery"):
             order, outcome, notes = self._finalists(ctx, study, prep, recovered, budget)
         refinement = Refinement()
         if outcome.recovered is not None and outcome.chosen is not None and self.will_refine:
             with phases.timed("refine"):
                 params = study.trials[outcome.chosen].params
-                refinement = refine(ctx, budget, space, params, prep.calibration, self.refine)
+                refinement = refine_plan(ctx, budget, space, params, prep.calibration, self.refine)
             notes += refinement.notes(outcome.chosen, params)
         compressed, after_val = self._compressed(ctx, outcome, refinement)
         with phases.timed("measure"):
@@ -342,12 +337,17 @@ class Compressor:
         self,
         ctx: RunContext,
         study: optuna.Study,
-        space: SearchSpace,
         prep: Preparation,
         scorer: ProxyScorer,
         budget: TimeBudget,
-    ) -> None:
-        """Run the study's trials, leaving time for the finalists and the refinement."""
+    ) -> SearchSpace:
+        """Run the study's trials in the prepared space, leaving time for the finalists and
+        the refinement; returns the space."""
+        space = SearchSpace(prep.units, self.space, level_range=prep.level_range, prior=prep.prior)
+        scorer.tau = prep.tau
+        budget.calibrated = [
+            r.recovery_seconds for r in prep.calibration if r.recovery_seconds is not None
+        ]
         wanted = ", ".join(f"{o.direction} {o.metric.describe()}" for o in self.objectives)
         self.log(
             f"search: {len(space.units)} units ({self.space} space, level in "
@@ -368,6 +368,7 @@ class Compressor:
             log=self.log,
             describe=describe_trial,
         )
+        return space
 
     def _finalists(
         self,

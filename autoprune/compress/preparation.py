@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 import torch
 
 from ..schemes import Compose, Prune, Quantize, Scheme
+from .bounds import Bounds
 from .calibration import Calibration, calibrate
 from .context import RunContext, TimeBudget
-from .options import Bounds, CalibrationOptions, ProxyOptions
+from .options import CalibrationOptions, ProxyOptions
 from .proxy import ProxyScorer
 from .records import Preparation, first_broken_above
 from .sensitivity import Sensitivity, SensitivityOptions, analyze

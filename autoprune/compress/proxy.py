@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,11 +19,9 @@ from ..recovery.base import epoch_steps
 from ..schemes import Scheme, materialize
 from ..training import recalibrate_bn, train
 from .context import Limited, RunContext
+from .options import ProxyOptions
 from .space import plan_key
 from .study import TrialOutcome
-
-if TYPE_CHECKING:  # options.py reads sensitivity.py, which uses this module
-    from .options import ProxyOptions
 
 
 def pruned_copy(

@@ -51,7 +51,7 @@ class Refinement:
         ]
 
 
-def refine(
+def refine_plan(
     ctx: RunContext,
     budget: TimeBudget,
     space: SearchSpace,

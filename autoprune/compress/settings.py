@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import optuna
 import torch
@@ -22,10 +22,39 @@ from ..models import model_spec
 from .records import LevelRecord, Preparation
 
 if TYPE_CHECKING:
-    from .compressor import Compressor
+    from ..objectives import Objective
+    from ..recovery import Recovery
+    from ..schemes import Scheme
+    from .bounds import Bounds
     from .context import RunContext
+    from .options import Budget
     from .refinement import Refinement
     from .space import Unit
+
+
+class Configured(Protocol):
+    """What the settings read of a :class:`~autoprune.compress.Compressor`."""
+
+    model: Any
+    scheme: Scheme
+    recovery: Recovery
+    objectives: list[Objective]
+    eps: float
+    relative: bool
+    sampler: str
+    space: str
+    prior: str
+    bounds: Bounds
+    budget: Budget
+    seed: int
+    proxy: Any
+    calibration: Any
+    sensitivity: Any
+
+    @property
+    def data_name(self) -> str: ...
+
+    def storage_url(self) -> str | None: ...
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -131,7 +160,7 @@ def options_dict(*options: Any) -> dict[str, Any]:
     return {name: asdict(o) for name, o in zip(names, options)}
 
 
-def study_setup(c: Compressor, units: list[Unit]) -> dict[str, Any]:
+def study_setup(c: Configured, units: list[Unit]) -> dict[str, Any]:
     """What a study is made for: resuming it with another setup is refused."""
     return {
         "scheme": repr(c.scheme),
@@ -149,7 +178,7 @@ def study_setup(c: Compressor, units: list[Unit]) -> dict[str, Any]:
 
 
 def run_settings(
-    c: Compressor, ctx: RunContext, study_name: str, prep: Preparation, refinement: Refinement
+    c: Configured, ctx: RunContext, study_name: str, prep: Preparation, refinement: Refinement
 ) -> RunSettings:
     """The settings a run records (:class:`RunSettings`)."""
     x = ctx.example_input

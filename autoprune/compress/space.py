@@ -17,21 +17,14 @@ structured schemes). Three parameterisations are available:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import optuna
-import torch
-from torch import nn
 
 from .._checks import choice
 from ..errors import ConfigError
 from ..schemes import Compose, Scheme
-
-if TYPE_CHECKING:  # options.py reads sensitivity.py, which needs this module
-    from .options import Bounds
 
 SPACES = ("offsets", "independent", "uniform")
 
@@ -53,20 +46,6 @@ def mean_sparsity(sparsities: Mapping[str, float]) -> float:
 def operator_of(scheme: Scheme, op: str) -> Scheme:
     """The operator named ``op`` in ``scheme`` (itself, or a part of a composition)."""
     return scheme.operator(op) if isinstance(scheme, Compose) else scheme
-
-
-def build_units(
-    scheme: Scheme, model: nn.Module, example_input: torch.Tensor, bounds: Bounds
-) -> list[Unit]:
-    """The scheme's units in ``model``, each with its range: its operator's default
-    (``search_high``) unless ``bounds`` set one."""
-    units = []
-    for name, size in scheme.units(copy.deepcopy(model), example_input).items():
-        op = name.split(":", 1)[0] if isinstance(scheme, Compose) else scheme.op
-        bare = name.split(":", 1)[-1]
-        low, high = bounds.for_unit(name, operator_of(scheme, op).search_high, bare)
-        units.append(Unit(name, int(size), low, high, op))
-    return units
 
 
 @dataclass(frozen=True)

@@ -155,6 +155,41 @@ class TrialOutcome:
     attrs: dict[str, Any]
 
 
+def _objective(
+    space: SearchSpace,
+    evaluate: Callable[[dict[str, float]], TrialOutcome],
+    tau: float,
+    directions: Sequence[str],
+    penalise: bool,
+) -> Callable[[optuna.Trial], float | list[float]]:
+    """The function Optuna calls per trial: suggest, evaluate, record, return the values.
+
+    The drop over ``tau`` is the trial's constraint; with ``penalise`` (samplers that do
+    not read constraints), an infeasible trial's values are worsened by how far it is over.
+    """
+
+    def objective(trial: optuna.Trial) -> float | list[float]:
+        sparsities = space.suggest(trial)
+        out = evaluate(sparsities)
+        trial.set_user_attr("sparsities", sparsities)
+        trial.set_user_attr("accuracy", out.accuracy)
+        trial.set_user_attr("drop", out.drop)
+        trial.set_user_attr("feasible", out.feasible)
+        trial.set_user_attr("values", out.values)
+        for k, v in out.attrs.items():
+            trial.set_user_attr(k, v)
+        trial.set_constraint("accuracy_drop", out.drop - tau)
+        values = list(out.values)
+        if penalise and not out.feasible:
+            excess = 1.0 + 10.0 * (out.drop - tau)
+            values = [
+                v / excess if d == "maximize" else v * excess for v, d in zip(values, directions)
+            ]
+        return values[0] if len(values) == 1 else values
+
+    return objective
+
+
 def run_trials(
     study: optuna.Study,
     space: SearchSpace,
@@ -184,26 +219,9 @@ def run_trials(
     if remaining == 0:
         return
     bar = tqdm(total=remaining, desc="search", disable=not progress, leave=False, unit="trial")
-    penalise = sampler_name not in CONSTRAINT_AWARE
-
-    def objective(trial: optuna.Trial):
-        sparsities = space.suggest(trial)
-        out = evaluate(sparsities)
-        trial.set_user_attr("sparsities", sparsities)
-        trial.set_user_attr("accuracy", out.accuracy)
-        trial.set_user_attr("drop", out.drop)
-        trial.set_user_attr("feasible", out.feasible)
-        trial.set_user_attr("values", out.values)
-        for k, v in out.attrs.items():
-            trial.set_user_attr(k, v)
-        trial.set_constraint("accuracy_drop", out.drop - tau)
-        values = list(out.values)
-        if penalise and not out.feasible:
-            excess = 1.0 + 10.0 * (out.drop - tau)
-            values = [
-                v / excess if d == "maximize" else v * excess for v, d in zip(values, directions)
-            ]
-        return values[0] if len(values) == 1 else values
+    objective = _objective(
+        space, evaluate, tau, directions, penalise=sampler_name not in CONSTRAINT_AWARE
+    )
 
     def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         bar.update(1)

@@ -337,7 +337,7 @@ def _channel_norms(original, result, limit: int = 8):
     kept: dict[str, list[int]] = {}
     for g in result.plan.groups.values():
         for layer in g.layers:
-            kept[layer] = g.present
+            kept[layer] = g.in_tensors
     after_mods = dict(result.model.named_modules())
     out = []
     for name, m in original.named_modules():

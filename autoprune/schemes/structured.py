@@ -121,10 +121,10 @@ class StructuredPrune(Pruning):
                 layers=list(g.producers),
                 total=prev.total if prev else g.size,
                 removed=list(prev.removed) if prev else [],
-                gone=list(prev.gone) if prev else [],
+                materialized=list(prev.materialized) if prev else [],
                 criterion=self.criterion,
             )
-            present = entry.present
+            present = entry.in_tensors
             if len(present) != g.size:
                 raise PruningError(
                     f"{g.root}: the model has {g.size} channels but its plan expects "
@@ -141,7 +141,7 @@ class StructuredPrune(Pruning):
                 # grouped convs: the same positions go in every block of size/G channels
                 per_block = scores.view(G, -1).sum(dim=0)
                 # channels to remove among those present (the masked ones score -inf)
-                picked = lowest(per_block, (target - len(entry.gone)) // G)
+                picked = lowest(per_block, (target - len(entry.materialized)) // G)
                 block = g.size // G
                 cur = (picked[None, :] + block * torch.arange(G)[:, None]).flatten().tolist()
                 removed |= {present[i] for i in cur}
@@ -333,7 +333,7 @@ def materialize(
         for root, entry in pending.items():
             if root not in graph.by_root:
                 raise PruningError(f"group {root} is not in the traced model")
-            pos = {orig: j for j, orig in enumerate(entry.present)}
+            pos = {orig: j for j, orig in enumerate(entry.in_tensors)}
             removals[root] = [pos[i] for i in entry.removed if i in pos]
         graph.remove(removals)
     except (PruningError, ModelError) as exc:
@@ -346,7 +346,7 @@ def materialize(
     masking.masks_from_zeros(phys, [n for n in weight_masks if _has_param(phys, n)])
     new_plan = Plan.from_dict(plan.to_dict())
     for root in pending:
-        new_plan.groups[root].gone = list(new_plan.groups[root].removed)
+        new_plan.groups[root].materialized = list(new_plan.groups[root].removed)
     set_plan(phys, new_plan)
     diff = None
     if verify:
@@ -423,9 +423,9 @@ def apply_plan(model: nn.Module, plan: Plan, example_input: torch.Tensor) -> nn.
                 "rebuild from the original architecture"
             )
         graph.mask(model, group, entry.removed)
-        entry.gone = []
+        entry.materialized = []
     set_plan(model, masked)
-    if any(g.gone for g in plan.groups.values()):
+    if any(g.materialized for g in plan.groups.values()):
         result = materialize(model, example_input)
         if not result.physical:
             raise PruningError(f"cannot rebuild the physical model: {result.reason}")

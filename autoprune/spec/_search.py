@@ -111,7 +111,7 @@ def _build(path: str, fn: Callable, *args: Any) -> Any:
 
 def _bounds(bounds: Any, base_dir: str) -> Any:
     """Check ``search.bounds`` (any of its shapes); returns it as the resolved spec keeps it."""
-    from ..compress.options import Bounds
+    from ..compress.bounds import Bounds
 
     if isinstance(bounds, str) and bounds.endswith(".json"):
         bounds = _abspath(base_dir, bounds)

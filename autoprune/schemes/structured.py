@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .. import _masking as masking
+from .._backends import exact_math
 from .._structure import CONV, Group, StructureGraph
 from ..criteria import channel_criteria, channel_scores, check_criterion
 from ..errors import ConfigError, ModelError, PruningError
@@ -302,7 +303,9 @@ def materialize(
 
     The copy removes every masked channel of the model's plan with Torch-Pruning, carries
     the unstructured masks over, and must give the masked model's outputs on random
-    inputs (``allclose`` with ``rtol``/``atol``, atol scaled by the output's magnitude).
+    inputs (``allclose`` with ``rtol``/``atol``, atol scaled by the output's magnitude),
+    computed with TF32 off and cuDNN deterministic (:func:`autoprune._backends.exact_math`),
+    so the verdict is the same on every device.
     If any step fails, the masked model comes back with ``physical=False`` and a reason:
     never a silently wrong model.
 
@@ -354,7 +357,8 @@ def materialize(
         shape = (max(2, example_input.shape[0]), *example_input.shape[1:])
         x = torch.randn(shape, generator=gen).to(example_input.device, example_input.dtype)
         try:
-            ref, out = _outputs(model, x), _outputs(phys, x)
+            with exact_math():  # TF32 or cuDNN's choice of algorithm must not decide
+                ref, out = _outputs(model, x), _outputs(phys, x)
         except Exception as exc:
             return Materialized(
                 model,

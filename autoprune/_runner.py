@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import objectives
+from ._backends import resolve_device
 from ._io import atomic_write
 from .compress import CompressionResult, Compressor
 from .data import Data, load_data
@@ -70,6 +71,11 @@ def build_objectives(spec: Spec) -> list:
     return out
 
 
+def build_device(spec: Spec) -> torch.device:
+    """The spec's ``device`` (``auto``: CUDA when present)."""
+    return resolve_device(spec.resolved["device"])
+
+
 def build_recovery(spec: Spec):
     ((name, options),) = spec.resolved["recovery"].items()
     return recoveries.get(name)(**options)
@@ -90,6 +96,7 @@ def build_model(spec: Spec, data: Data, out_dir: str, progress: bool = True) -> 
     m = spec.resolved["model"]
     seed_everything(m["train"]["seed"])  # the same initial weights on every run
     model = create_model(m["name"], data.num_classes, data.input_shape, **m["options"])
+    model.to(build_device(spec))
     if m.get("checkpoint"):
         load_checkpoint(model, m["checkpoint"])
         logger.info(f"model {m['name']}: weights from {m['checkpoint']}")
@@ -107,6 +114,7 @@ def build_model(spec: Spec, data: Data, out_dir: str, progress: bool = True) -> 
         batch_size=t["batch_size"],
         eval_batch_size=spec.resolved["data"]["eval_batch_size"],
         seed=t["seed"],
+        pin_memory=build_device(spec).type == "cuda",
     )
     seed_everything(t["seed"])
     start = time.perf_counter()
@@ -157,6 +165,7 @@ def build_compressor(
         refine=s["refine"],
         batch_size=r["data"]["batch_size"],
         eval_batch_size=r["data"]["eval_batch_size"],
+        device=r["device"],
         progress=progress,
     )
 

@@ -99,6 +99,11 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study", metavar="NAME", help="study name (default: autoprune)")
     p.add_argument("--seed", type=_int, help="seed of the sampler, data order and training")
     p.add_argument("--data-root", metavar="DIR", help="where the spec's data files are")
+    p.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="auto (CUDA when present, the default), cpu, cuda or cuda:N; overrides the spec",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-trial lines")
 
 
@@ -115,6 +120,7 @@ def _add_sensitivity(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec")
     p.add_argument("--out", metavar="DIR", help="output directory (default: the spec's output.dir)")
     p.add_argument("--data-root", metavar="DIR")
+    p.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -222,6 +228,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         ("storage", "search.storage"),
         ("study", "search.study"),
         ("seed", "search.seed"),
+        ("device", "device"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -246,21 +253,25 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     from .report import plots
     from .spec import sensitivity_options
 
-    s = _load_spec(args)
+    s = _load_spec(args, {"device": args.device} if args.device else None)
     out_dir = args.out or s.resolved["output"]["dir"]
     options = sensitivity_options(s.resolved["sensitivity"])
     with runner.RunLog(out_dir, args.quiet):
         data = runner.build_data(s)
         model = runner.build_model(s, data, out_dir, progress=not args.quiet)
+        device = runner.build_device(s)
         d = s.resolved["data"]
         loaders = data.loaders(
-            batch_size=d["batch_size"], eval_batch_size=d["eval_batch_size"], seed=d["seed"]
+            batch_size=d["batch_size"],
+            eval_batch_size=d["eval_batch_size"],
+            seed=d["seed"],
+            pin_memory=device.type == "cuda",
         )
         result = sensitivity.analyze(
             model,
             runner.build_scheme(s),
             loaders,
-            data.example_input(),
+            data.example_input().to(device),
             options,
             seed=s.resolved["search"]["seed"],
             progress=not args.quiet,

@@ -88,15 +88,27 @@ class Data:
     input_shape: tuple[int, ...]
     name: str = "data"
 
-    def loaders(self, batch_size: int = 128, eval_batch_size: int = 512, seed: int = 0) -> Loaders:
-        """Loaders for the three splits; the training one shuffles with a seeded generator."""
+    def loaders(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int = 512,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ) -> Loaders:
+        """Loaders for the three splits; the training one shuffles with a seeded generator.
+
+        ``pin_memory`` puts batches in page-locked memory, so that copies to a GPU can
+        overlap the computation (the training loops copy with ``non_blocking=True``)."""
         for param, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             _checks.positive_int(param, value)
         gen = torch.Generator().manual_seed(seed)
+        pin = bool(pin_memory)
         return Loaders(
-            DataLoader(self.train, batch_size=batch_size, shuffle=True, generator=gen),
-            DataLoader(self.val, batch_size=eval_batch_size),
-            DataLoader(self.test, batch_size=eval_batch_size),
+            DataLoader(
+                self.train, batch_size=batch_size, shuffle=True, generator=gen, pin_memory=pin
+            ),
+            DataLoader(self.val, batch_size=eval_batch_size, pin_memory=pin),
+            DataLoader(self.test, batch_size=eval_batch_size, pin_memory=pin),
         )
 
     def sizes(self) -> tuple[int, int, int]:

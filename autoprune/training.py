@@ -69,7 +69,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, max_batches: int | None = No
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             out = model(x)
             loss_sum += float(F.cross_entropy(out, y, reduction="sum"))
             correct += int((out.argmax(dim=1) == y).sum())
@@ -160,7 +160,7 @@ def train(
     bar = tqdm(total=stop - start, desc=desc, disable=not progress, leave=False)
     while done < stop:
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = loss_fn(model(x), y)
             if extra_loss is not None:
                 loss = loss + extra_loss(model)
@@ -202,7 +202,7 @@ def recalibrate_bn(model: nn.Module, loader: Iterable, batches: int = 10) -> Non
     for i, (x, _) in enumerate(loader):
         if i >= batches:
             break
-        model(x.to(device))
+        model(x.to(device, non_blocking=True))
     for m, mom in saved.items():
         m.momentum = mom
     model.eval()

@@ -35,9 +35,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import optuna
+import torch
 from torch import nn
 
 from .. import _checks
+from .._backends import resolve_device
 from ..data import Batches, Data
 from ..errors import ConfigError
 from ..objectives import Objective, as_objectives
@@ -137,6 +139,9 @@ class Compressor:
             for ``prune``, else uniform. Per-unit offsets move away from the prior.
         batch_size, eval_batch_size: training and evaluation batch sizes when ``data`` is
             a :class:`Data`.
+        device: where everything runs (training, scoring, recovery, measurement):
+            ``"auto"`` (CUDA when PyTorch sees one, else the CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:N"``. The model given is copied there; it is not changed.
         progress: progress bars and one line per trial on stderr.
     """
 
@@ -169,6 +174,7 @@ class Compressor:
         prior: str = "auto",
         batch_size: int = 128,
         eval_batch_size: int = 512,
+        device: str | torch.device = "auto",
         progress: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -202,6 +208,7 @@ class Compressor:
         self.prior = resolve_prior(prior, self.scheme)
         self.batch_size = _checks.number("batch_size", batch_size, 1, integer=True)
         self.eval_batch_size = _checks.number("eval_batch_size", eval_batch_size, 1, integer=True)
+        self.device = resolve_device(device)
         self.progress = bool(progress)
 
     @property
@@ -266,9 +273,11 @@ class Compressor:
     # -- stages -------------------------------------------------------------------------
     def _baseline(self) -> tuple[RunContext, Measurements]:
         """Measure the original; returns the run's context and the original's measurements."""
-        loaders = loaders_of(self.data, self.batch_size, self.eval_batch_size, self.seed)
-        x = example_input_of(self.data, loaders, next(self.model.parameters()).device)
-        original = copy.deepcopy(self.model).eval()
+        loaders = loaders_of(
+            self.data, self.batch_size, self.eval_batch_size, self.seed, self.device
+        )
+        x = example_input_of(self.data, loaders, self.device)
+        original = copy.deepcopy(self.model).to(self.device).eval()
         before = measure(original, loaders, x, self.accuracy)
         base_proxy = float(self.accuracy(original, Limited(loaders.val, self.proxy.val_batches)))
         reference = {

@@ -54,11 +54,19 @@ class Limited:
 
 
 def loaders_of(
-    data: Data | Sequence[Batches], batch_size: int, eval_batch_size: int, seed: int
+    data: Data | Sequence[Batches],
+    batch_size: int,
+    eval_batch_size: int,
+    seed: int,
+    device: torch.device | None = None,
 ) -> Loaders:
-    """Loaders from a :class:`~autoprune.data.Data`, or the ``(train, val, test)`` given."""
+    """Loaders from a :class:`~autoprune.data.Data` (in pinned memory when they feed a GPU),
+    or the ``(train, val, test)`` given."""
     if isinstance(data, Data):
-        return data.loaders(batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        pin = device is not None and device.type == "cuda"
+        return data.loaders(
+            batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed, pin_memory=pin
+        )
     train_l, val_l, test_l = data
     return Loaders(train_l, val_l, test_l)
 

@@ -18,6 +18,7 @@ import optuna
 import torch
 
 from .. import __version__
+from .._backends import describe_device
 from ..models import model_spec
 from .records import LevelRecord, Preparation
 
@@ -183,7 +184,7 @@ def run_settings(
     """The settings a run records (:class:`RunSettings`)."""
     x = ctx.example_input
     return RunSettings(
-        environment=environment(str(x.device)),
+        environment=environment(describe_device(x.device)),
         model_spec=model_spec(c.model),
         input_shape=list(x.shape[1:]),
         data=c.data_name,

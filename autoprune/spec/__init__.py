@@ -50,6 +50,7 @@ TOP = [
     "search",
     "recovery",
     "sensitivity",
+    "device",
     "output",
 ]
 MODEL = ["name", "options", "checkpoint", "train"]
@@ -122,6 +123,7 @@ def validate(raw: Mapping[str, Any], base_dir: str = ".", source: str | None = N
     out["search"] = search_section(raw.get("search"), base_dir)
     out["recovery"] = _recovery(raw.get("recovery", "finetune"))
     out["sensitivity"] = _sensitivity(raw.get("sensitivity"))
+    out["device"] = _device(raw.get("device", "auto"))
     out["output"] = _output(raw.get("output"), base_dir, source)
     return Spec(out, base_dir=base_dir, source=source)
 
@@ -335,3 +337,16 @@ def _output(raw: Any, base_dir: str, source: str | None) -> dict:
         "dir": _str("output.dir", raw.get("dir", default)),
         "report": _bool("output.report", raw.get("report", True)),
     }
+
+
+def _device(raw: Any) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; CUDA must be there when asked for."""
+    from .._backends import resolve_device
+
+    if not isinstance(raw, str):
+        raise _fail("device", "'auto', 'cpu', 'cuda' or 'cuda:N'", raw)
+    try:
+        resolve_device(raw)
+    except AutopruneError as exc:
+        raise SpecError(str(exc)) from None
+    return raw

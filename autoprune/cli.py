@@ -243,6 +243,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     for name in ("report.html", "report.md", "result.json", "model.pt", "trials.csv", "run.log"):
         if os.path.exists(os.path.join(out_dir, name)):
             print(f"  {name}")
+    warning = result.masked_warning()
+    if warning:
+        print(f"\nWARNING: {warning}")
     return 0 if result.feasible else 1
 
 

@@ -93,8 +93,21 @@ class CompressionResult:
             if k in self.before and isinstance(self.after[k], (int, float))
         }
 
+    def masked_warning(self) -> str | None:
+        """Why this result is not faster, when it is not: a structured plan that stayed
+        masked (same shapes, so no speed-up) under a timing objective; else None."""
+        timed = any(o.get("search") != "exact" for o in self.settings.objectives)
+        if not (timed and self.plan.groups and not self.plan.physical):
+            return None
+        why = next((n for n in self.notes if n.startswith("kept the masked model")), None)
+        return (
+            "the structured plan stayed MASKED: the model has its original shapes and runs "
+            "no faster" + (f" ({why})" if why else "")
+        )
+
     def summary(self) -> str:
-        """A plain-text before/after table."""
+        """A plain-text before/after table; its first line says whether the result is
+        feasible, and warns when a structured plan stayed masked under a speed objective."""
         rows = []
         ratios = self.ratios()
         for k in self.after:
@@ -107,6 +120,9 @@ class CompressionResult:
                 }
             )
         head = "feasible" if self.feasible else "NOT FEASIBLE: the original model is returned"
+        warning = self.masked_warning()
+        if warning:
+            head += f"; WARNING: {warning}"
         return f"{head}\n" + format_table(rows)
 
     def to_dict(self) -> dict[str, Any]:

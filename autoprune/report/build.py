@@ -91,11 +91,13 @@ def _heading(run: Run) -> list[Block]:
         else "**Not feasible**: no plan kept accuracy within eps; the original model is returned."
     )
     objs = ", ".join(f"{o['direction']} {o['measured']}" for o in settings.objectives)
+    warning = result.masked_warning()
     return [
         Block("h1", f"autoprune report: {run.title}"),
         Block(
             "p",
-            f"{verdict} Scheme: `{settings.scheme.get('op', '?')}`; objective: {objs}; "
+            f"{verdict}{f' **Warning**: {warning}.' if warning else ''} "
+            f"Scheme: `{settings.scheme.get('op', '?')}`; objective: {objs}; "
             f"eps {settings.eps}{' (relative)' if settings.relative else ''}; "
             f"recovery: `{settings.recovery.get('name', '?')}`.",
         ),

@@ -58,3 +58,30 @@ def test_measurements_read_as_a_mapping():
     assert dict(m) == {"val_accuracy": 0.9, "params": 10.0, "speedup": 2.0}
     assert m["params"] == 10.0 and "macs" not in m and m.get("macs") is None
     assert Measurements.from_dict(through_json(m.to_dict())) == m
+
+
+def test_a_masked_structured_plan_under_a_speed_objective_is_a_warning_not_a_note():
+    import torch
+
+    from autoprune.compress.result import CompressionResult
+    from autoprune.plan import GroupPlan, Plan
+
+    plan = Plan()
+    plan.set_group(GroupPlan("filter_prune", "conv1", ["conv1"], 8, removed=[0, 1]))
+    timed = RunSettings(objectives=[{"name": "throughput", "search": "measured ratio"}])
+    exact = RunSettings(objectives=[{"name": "macs", "search": "exact"}])
+    note = "kept the masked model: physical and masked outputs differ (max |diff| 4e-05)"
+    m = Measurements(val_accuracy=0.9)
+
+    def result(settings, plan):
+        return CompressionResult(
+            torch.nn.Linear(1, 1), plan, True, m, m, {}, notes=[note], settings=settings
+        )
+
+    first = result(timed, plan).summary().splitlines()[0]
+    assert first.startswith("feasible; WARNING: the structured plan stayed MASKED")
+    assert "outputs differ" in first
+    assert result(exact, plan).masked_warning() is None  # MACs count the mask's zeros too
+    physical = Plan.from_dict(plan.to_dict())
+    physical.groups["conv1"].materialized = [0, 1]
+    assert result(timed, physical).masked_warning() is None

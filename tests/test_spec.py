@@ -142,3 +142,10 @@ def test_paths_resolve_against_the_spec_and_data_root(tmp_path):
     other.mkdir()
     with pytest.raises(SpecError, match="data.options.train: not found"):
         spec.load(write(tmp_path, text), {"data.root": str(other)})
+
+
+def test_round_to_in_a_spec():
+    s = spec.validate({"scheme": {"filter_prune": {"round_to": 8}}})
+    assert s.resolved["scheme"] == [{"filter_prune": {"round_to": 8}}]
+    with pytest.raises(SpecError, match=r"^scheme.filter_prune.round_to: expected an integer"):
+        spec.validate({"scheme": {"filter_prune": {"round_to": 0}}})

@@ -14,6 +14,7 @@ masked model is kept and the plan's ``notes`` say why.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import _checks
 from .. import _masking as masking
 from .._backends import exact_math
 from .._structure import CONV, Group, StructureGraph
@@ -53,6 +55,7 @@ class StructuredPrune(Pruning):
         *,
         criterion: str = "l1",
         physical: bool = False,
+        round_to: int = 1,
         include: str | Iterable[str] | None = None,
         exclude: str | Iterable[str] | None = None,
         types: Any = None,
@@ -61,6 +64,7 @@ class StructuredPrune(Pruning):
         super().__init__(sparsity, include=include, exclude=exclude, types=types, seed=seed)
         self.criterion = check_criterion(criterion, channel_criteria)
         self.physical = bool(physical)
+        self.round_to = _checks.number(f"{self.op}.round_to", round_to, 1, integer=True)
 
     def scaled(self, factor: float) -> StructuredPrune:
         """A masked copy removing ``factor`` of the sparsity (see :meth:`Pruning.scaled`):
@@ -133,6 +137,8 @@ class StructuredPrune(Pruning):
                 )
             G = g.channel_groups
             target = count_to_remove(per[g.root], entry.total, multiple=G, min_keep=G)
+            if self.round_to > 1:
+                target = round_kept(target, entry.total, self.round_to, G)
             removed = set(entry.removed)
             if target > len(removed):
                 rows, gamma = graph.channel_rows(g, model)
@@ -166,7 +172,23 @@ class StructuredPrune(Pruning):
         return plan
 
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "criterion": self.criterion, "physical": self.physical}
+        out = {**super().config(), "criterion": self.criterion, "physical": self.physical}
+        return out | ({"round_to": self.round_to} if self.round_to > 1 else {})
+
+
+def round_kept(remove: int, total: int, round_to: int, channel_groups: int = 1) -> int:
+    """Channels to remove so that the number kept is the nearest multiple of ``round_to``
+    (and of ``channel_groups``), at least one multiple; a group smaller than that is kept
+    whole. GPUs' tensor cores want channel counts in multiples of 8 to 32.
+
+    >>> round_kept(30, 64, 8), round_kept(10, 64, 8), round_kept(60, 64, 8), round_kept(2, 6, 8)
+    (32, 8, 56, 0)
+    """
+    step = math.lcm(round_to, channel_groups)
+    if total < step:
+        return 0
+    kept = max(step, round((total - remove) / step) * step)
+    return max(0, total - min(kept, total - total % step))
 
 
 @schemes.register("filter_prune")
@@ -178,6 +200,9 @@ class FilterPrune(StructuredPrune):
             (any layer of a coupled group names the group).
         criterion: ``l1`` (default), ``l2``, ``linf``, ``random``, ``fpgm`` or ``bn_scale``.
         physical: build the smaller dense model now (default: mask).
+        round_to: every group keeps a multiple of this many channels (the nearest to its
+            sparsity, at least one multiple; smaller groups are kept whole): GPUs run
+            channel counts in multiples of 8 to 32 far faster (docs/measurements.md).
         include, exclude: layer-name patterns; a group is skipped if any of its layers
             is excluded. The classifier's output layer is never pruned.
         seed: seeds the random criterion.

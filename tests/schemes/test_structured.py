@@ -302,3 +302,32 @@ def test_materialize_carries_unstructured_masks():
     train(physical, data, max_steps=3, lr=0.1)
     assert int((physical.layer2[0].conv1.weight == 0).sum()) >= zeros_before
     assert copy.deepcopy(physical)(X).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("small_cnn", (1, 16, 16)),
+        ("resnet10", (1, 16, 16)),
+        ("resnet18", (3, 32, 32)),
+        ("mobilenet_v2", (3, 32, 32)),
+    ],
+)
+def test_round_to_keeps_multiples_in_every_group_and_stays_exact(name, shape):
+    torch.manual_seed(0)
+    options = {"width": 16} if name in ("small_cnn", "resnet10") else {}
+    net = create_model(name, num_classes=10, input_shape=shape, **options).eval()
+    randomize_norms(net)
+    x = torch.randn(2, *shape)
+    plan = filter_prune(net, 0.3, x, round_to=8)
+    for g in plan.groups.values():
+        kept = g.total - len(g.removed)
+        assert kept % 8 == 0 or kept == g.total, (g.root, g.total, kept)
+    assert any(g.removed for g in plan.groups.values())
+    made = materialize(net, x)
+    assert made.physical, made.reason  # masked == physical still holds
+
+
+def test_round_to_is_checked():
+    with pytest.raises(ConfigError, match=r"filter_prune.round_to: expected an integer in \[1"):
+        FilterPrune(0.5, round_to=0)

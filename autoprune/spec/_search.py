@@ -117,11 +117,6 @@ def _bounds(bounds: Any, base_dir: str) -> Any:
         bounds = _abspath(base_dir, bounds)
         if not os.path.isfile(bounds):
             raise SpecError(f"search.bounds: file not found: {bounds}")
-    if isinstance(bounds, str) and bounds != "sensitivity" and not bounds.endswith(".json"):
-        raise SpecError(
-            f"search.bounds: expected [low, high], a mapping of them, "
-            f"'sensitivity' or a sensitivity .json file, got {bounds!r}"
-        )
     try:
         Bounds.parse(bounds, "search.bounds")
     except AutopruneError as exc:

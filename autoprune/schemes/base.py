@@ -275,23 +275,10 @@ class Scheme:
 class Pruning(Scheme):
     """Base class of the operators that remove something: a sparsity, which the search sets."""
 
-    def __init__(
-        self,
-        sparsity: Sparsity = 0.5,
-        *,
-        include: str | Iterable[str] | None = None,
-        exclude: str | Iterable[str] | None = None,
-        types: Any = None,
-        include_output: bool = False,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            include=include,
-            exclude=exclude,
-            types=types,
-            include_output=include_output,
-            seed=seed,
-        )
+    def __init__(self, sparsity: Sparsity = 0.5, **selection: Any) -> None:
+        """``selection``: :class:`Scheme`'s ``include``, ``exclude``, ``types``,
+        ``include_output`` and ``seed``."""
+        super().__init__(**selection)
         self.sparsity = check_sparsity(sparsity)
 
     def with_sparsity(self, sparsity: Sparsity) -> Pruning:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from . import __version__, _demo
+from .deployment import Deployment
 from .errors import AutopruneError, ConfigError
 
 
@@ -162,6 +163,13 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--format", required=True, choices=["pt2", "onnx", "torchscript"])
     p.add_argument("--out", metavar="FILE", help="output file (default: in RUN_DIR)")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16", "run"],
+        default="float32",
+        help="the weights' and inputs' dtype; 'run': the one the run's objectives deployed "
+        "the model in (default: float32)",
+    )
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -324,8 +332,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .compress import CompressionResult
 
     result = CompressionResult.load(args.run_dir)
-    model = result.model.eval()
-    x = torch.randn(2, *result.settings["input_shape"])
+    form = Deployment(**result.settings.deployment)
+    deployed = Deployment(form.dtype if args.dtype == "run" else args.dtype)
+    model = deployed.model(result.model.eval())
+    x = deployed.input(torch.randn(2, *result.settings["input_shape"]))
     ext = {"pt2": ".pt2", "onnx": ".onnx", "torchscript": ".ts.pt"}[args.format]
     out = args.out or os.path.join(args.run_dir, "model" + ext)
     with torch.no_grad():
@@ -354,20 +364,26 @@ def cmd_export(args: argparse.Namespace) -> int:
             dynamic_shapes=({0: torch.export.Dim.AUTO},),
         )
         got = None
-        if importlib.util.find_spec("onnxruntime") is not None:
+        if importlib.util.find_spec("onnxruntime") is not None and deployed.dtype != "bfloat16":
             import onnxruntime
 
             sess = onnxruntime.InferenceSession(out)
             got = torch.from_numpy(sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0])
+    what = f"wrote {out} ({os.path.getsize(out)} bytes, {deployed.dtype})"
     if got is not None:
-        got = got.detach()
-        diff = float((got - ref).abs().max())
-        if not torch.allclose(got, ref, rtol=1e-4, atol=1e-5):
+        got = got.detach().float()
+        diff = float((got - ref.float()).abs().max())
+        rtol, atol = TOLERANCES[deployed.dtype]
+        if not torch.allclose(got, ref.float(), rtol=rtol, atol=atol):
             raise ConfigError(f"export: the {args.format} model's outputs differ (max {diff:.3g})")
-        print(f"wrote {out} ({os.path.getsize(out)} bytes); outputs match (max |diff| {diff:.2g})")
+        print(f"{what}; outputs match the model's (max |diff| {diff:.2g})")
     else:
-        print(f"wrote {out} ({os.path.getsize(out)} bytes); install onnxruntime to check outputs")
+        print(f"{what}; install onnxruntime to check outputs")
     return 0
+
+
+# how closely an exported model must reproduce the eager model's outputs, per dtype
+TOLERANCES = {"float32": (1e-4, 1e-5), "float16": (1e-2, 1e-3), "bfloat16": (5e-2, 1e-2)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

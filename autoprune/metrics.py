@@ -10,7 +10,9 @@
 FLOPs come from :mod:`torch.utils.flop_counter` (a multiply-add is 2 FLOPs, so MACs are
 half of them); they count the dense work the model does, zeros included. Timings run
 under ``torch.inference_mode()`` with an explicit thread count, warm-up runs and the median
-of repeats; they report the threads, batch size and device they were measured with.
+of repeats (on CUDA, between CUDA events); they report the threads, batch size, device and
+deployment form (:class:`~autoprune.deployment.Deployment`: dtype, channels-last, compiled)
+they were measured with.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import encoding
+from .deployment import Deployment
 from .plan import get_plan
 
 
@@ -110,6 +113,7 @@ class Timing:
     batch_size: int
     threads: int
     device: str
+    deployment: str = "float32"
 
     @property
     def images_per_s(self) -> float:
@@ -140,10 +144,26 @@ class _Threads:
 def _runner(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def run() -> None:
         model(x)
-        if x.device.type == "cuda":
-            torch.cuda.synchronize()
 
     return run
+
+
+def _timed(run: Callable[[], None], device: torch.device, times: int = 1) -> float:
+    """Seconds one call of ``run`` takes (the mean of ``times``): on CUDA between two
+    events recorded on the stream, so that launch overhead and the host's clock don't count;
+    elsewhere by the wall clock."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(times):
+            run()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / times
+    t0 = time.perf_counter()
+    for _ in range(times):
+        run()
+    return (time.perf_counter() - t0) / times
 
 
 def _batch(example_input: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -159,24 +179,25 @@ def measure(
     threads: int | None = None,
     warmup: int = 3,
     repeats: int = 10,
+    deployment: Deployment | None = None,
 ) -> Timing:
-    """Time a forward pass at ``batch_size``: warm-up runs, then the median of ``repeats``."""
-    x = _batch(example_input, batch_size)
+    """Time a forward pass at ``batch_size``: warm-up runs, then the median of ``repeats``,
+    with the model in its ``deployment`` form (default: as it is)."""
+    deployment = deployment or Deployment()
+    x = deployment.input(_batch(example_input, batch_size))
     was = model.training
     model.eval()
     try:
         with _Threads(threads) as n, torch.inference_mode():
-            run = _runner(model, x)
+            run = _runner(deployment.model(model), x)
             for _ in range(warmup):
                 run()
-            runs = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                run()
-                runs.append(time.perf_counter() - t0)
+            runs = [_timed(run, x.device) for _ in range(repeats)]
     finally:
         model.train(was)
-    return Timing(statistics.median(runs), runs, batch_size, n, str(x.device))
+    return Timing(
+        statistics.median(runs), runs, batch_size, n, str(x.device), deployment.describe()
+    )
 
 
 def throughput(
@@ -187,10 +208,17 @@ def throughput(
     threads: int | None = None,
     warmup: int = 3,
     repeats: int = 10,
+    deployment: Deployment | None = None,
 ) -> float:
     """Images per second at ``batch_size`` (median of repeats)."""
     return measure(
-        model, example_input, batch_size=batch_size, threads=threads, warmup=warmup, repeats=repeats
+        model,
+        example_input,
+        batch_size=batch_size,
+        threads=threads,
+        warmup=warmup,
+        repeats=repeats,
+        deployment=deployment,
     ).images_per_s
 
 
@@ -201,10 +229,17 @@ def latency(
     threads: int | None = None,
     warmup: int = 5,
     repeats: int = 20,
+    deployment: Deployment | None = None,
 ) -> float:
     """Milliseconds per forward pass at batch size 1 (median of repeats)."""
     return measure(
-        model, example_input[:1], batch_size=1, threads=threads, warmup=warmup, repeats=repeats
+        model,
+        example_input[:1],
+        batch_size=1,
+        threads=threads,
+        warmup=warmup,
+        repeats=repeats,
+        deployment=deployment,
     ).latency_ms
 
 
@@ -228,14 +263,17 @@ def compare_speed(
     warmup: int = 3,
     rounds: int = 10,
     inner: int = 1,
+    deployment: Deployment | None = None,
 ) -> Ratio:
-    """How many times faster ``candidate`` runs than ``reference``, measured side by side.
+    """How many times faster ``candidate`` runs than ``reference``, measured side by side,
+    both in their ``deployment`` form (default: as they are).
 
     On a shared machine, load from other processes changes timings by several times
     within minutes; timing the two models alternately and taking the median of the
-    per-round ratios cancels most of it.
+    per-round ratios cancels most of it. On CUDA each timing is between CUDA events.
     """
-    x = _batch(example_input, batch_size)
+    deployment = deployment or Deployment()
+    x = deployment.input(_batch(example_input, batch_size))
     modes = (reference.training, candidate.training)
     reference.eval()
     candidate.eval()
@@ -243,26 +281,24 @@ def compare_speed(
     tb: list[float] = []
     try:
         with _Threads(threads) as n, torch.inference_mode():
-            ra, rb = _runner(reference, x), _runner(candidate, x)
+            ra = _runner(deployment.model(reference), x)
+            rb = _runner(deployment.model(candidate), x)
             for _ in range(warmup):
                 ra()
                 rb()
             for _ in range(rounds):
-                for run, out in ((ra, ta), (rb, tb)):
-                    t0 = time.perf_counter()
-                    for _ in range(inner):
-                        run()
-                    out.append((time.perf_counter() - t0) / inner)
+                ta.append(_timed(ra, x.device, inner))
+                tb.append(_timed(rb, x.device, inner))
     finally:
         reference.train(modes[0])
         candidate.train(modes[1])
     ratios = [a / b for a, b in zip(ta, tb)]
-    dev = str(x.device)
+    dev, form = str(x.device), deployment.describe()
     return Ratio(
         statistics.median(ratios),
         ratios,
-        Timing(statistics.median(ta), ta, batch_size, n, dev),
-        Timing(statistics.median(tb), tb, batch_size, n, dev),
+        Timing(statistics.median(ta), ta, batch_size, n, dev, form),
+        Timing(statistics.median(tb), tb, batch_size, n, dev, form),
     )
 
 

@@ -132,6 +132,23 @@ def test_export_round_trip(search_run, capsys, fmt, tmp_path):
 
 
 @pytest.mark.slow
+def test_export_in_a_lower_precision(search_run, capsys, tmp_path):
+    from autoprune.compress import CompressionResult
+
+    _, out, _ = search_run
+    target = tmp_path / "model.pt2"
+    argv = ["export", str(out), "--format", "pt2", "--dtype", "float16", "--out", str(target)]
+    code, stdout, _ = run(argv, capsys)
+    assert code == 0 and "float16); outputs match" in stdout
+    loaded = torch.export.load(target).module()
+    assert {p.dtype for p in loaded.parameters()} == {torch.float16}
+    model = CompressionResult.load(out).model.eval()
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x.half()).float(), model(x), rtol=0.02, atol=0.02)
+
+
+@pytest.mark.slow
 def test_export_onnx_names_the_missing_package(search_run, capsys):
     import importlib.util
 

@@ -73,3 +73,25 @@ def test_wrappers_and_plain_callables():
         O.as_objectives(["size", O.Minimize(O.size)])
     with pytest.raises(ConfigError, match="size.values"):
         O.Size(values="int8")
+
+
+@pytest.mark.parametrize(
+    "metric", [O.Throughput(16, dtype="bf16", channels_last=True), O.Latency(dtype="bfloat16")]
+)
+def test_bfloat16_timings_on_the_cpu(models, metric):
+    a, b, x = models
+    seen = []
+    a.register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    assert metric(a, x) > 0
+    assert metric.ratio(b, a, x) > 0
+    assert seen and set(seen) == {torch.bfloat16}  # every timed pass ran in bfloat16
+    assert all(p.dtype == torch.float32 for p in a.parameters())  # on copies
+    assert "bfloat16" in metric.describe() and "bfloat16" in repr(metric)
+
+
+def test_one_deployment_form_per_run():
+    fp16 = O.Maximize(O.Throughput(dtype="float16"))
+    assert O.deployment_of([fp16, O.Minimize(O.size)]).dtype == "float16"
+    assert O.deployment_of([O.Minimize(O.size)]).is_default
+    with pytest.raises(ConfigError, match="deployed in different forms"):
+        O.as_objectives([fp16, O.Minimize(O.Latency(dtype="bfloat16"))])

@@ -42,7 +42,7 @@ from .. import _checks
 from .._backends import resolve_device
 from ..data import Batches, Data
 from ..errors import ConfigError
-from ..objectives import Objective, as_objectives
+from ..objectives import Objective, as_objectives, deployment_of
 from ..plan import get_plan
 from ..recovery import FineTune, Recovery
 from ..schemes import FilterPrune, Scheme
@@ -278,7 +278,8 @@ class Compressor:
         )
         x = example_input_of(self.data, loaders, self.device)
         original = copy.deepcopy(self.model).to(self.device).eval()
-        before = measure(original, loaders, x, self.accuracy)
+        deployment = deployment_of(self.objectives)
+        before = measure(original, loaders, x, self.accuracy, deployment)
         base_proxy = float(self.accuracy(original, Limited(loaders.val, self.proxy.val_batches)))
         reference = {
             o.name: o.metric(original, x) for o in self.objectives if o.metric.deterministic
@@ -296,13 +297,27 @@ class Compressor:
             base=float(before["val_accuracy"]),
             base_proxy=base_proxy,
             reference=reference,
+            deployment=deployment,
+            base_deployed=before.deployed_val_accuracy,
             seed=self.seed,
             progress=self.progress,
         )
+        if ctx.base_deployed is not None and ctx.drop(ctx.base_deployed) > self.eps:
+            raise ConfigError(
+                f"objective: the original model itself has validation accuracy "
+                f"{ctx.base_deployed:.4f} in {deployment.dtype}, against {ctx.base:.4f} in "
+                f"float32, beyond eps {self.eps:g}: no compressed model can hold eps deployed "
+                "so; time it in float32 (or bfloat16), or raise eps"
+            )
         self.log(
             f"original: val {ctx.base:.4f}, test {before['test_accuracy']:.4f}, "
             f"{int(before['params'])} params, {int(before['macs'])} MACs; eps {self.eps:g}"
             f"{' (relative)' if self.relative else ''}"
+            + (
+                f"; deployed in {deployment.describe()}: val {ctx.base_deployed:.4f}"
+                if ctx.base_deployed is not None
+                else ""
+            )
         )
         return ctx, before
 

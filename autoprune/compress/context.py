@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import Batches, Data, Loaders
+from ..deployment import Deployment
 from ..objectives import Objective
 from ..recovery import Recovery
 from ..schemes import Scheme
@@ -94,6 +95,10 @@ class RunContext:
         eps, relative: the accuracy budget (``relative``: as a share of the base).
         base: the original's accuracy on the whole validation split.
         base_proxy: its accuracy on the validation batches the proxy uses.
+        deployment: the form the objectives deploy the model in; below float32, a plan
+            holds eps only if its accuracy in that precision is within eps of ``base`` too.
+        base_deployed: the original's validation accuracy in that precision (None in
+            float32).
         reference: the original's value of each exact (deterministic) objective.
         seed: seeds every training run.
         progress: progress bars and log lines on stderr.
@@ -111,6 +116,8 @@ class RunContext:
     base: float
     base_proxy: float
     reference: dict[str, float] = field(default_factory=dict)
+    deployment: Deployment = field(default_factory=Deployment)
+    base_deployed: float | None = None
     seed: int = 0
     progress: bool = True
 

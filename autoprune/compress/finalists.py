@@ -92,12 +92,25 @@ def select(
 
 @dataclass
 class Recovered:
-    """A plan recovered and checked on the validation split."""
+    """A plan recovered and checked on the validation split.
+
+    ``drop`` is measured from the original's float32 accuracy; when the model is deployed
+    in a lower precision, it is the larger of the drops of ``accuracy`` and ``deployed``
+    (the accuracy in that precision).
+    """
 
     model: nn.Module
     accuracy: float
     drop: float
     note: str | None = None  # why the model stayed masked, if it did
+    deployed: float | None = None
+
+    def describe(self, deployment: str) -> str:
+        """``val 0.9100 (drop +0.0050)``, with the deployed accuracy when there is one."""
+        text = f"val {self.accuracy:.4f}"
+        if self.deployed is not None:
+            text += f", {deployment} val {self.deployed:.4f}"
+        return f"{text} (drop {self.drop:+.4f})"
 
 
 def recover_plan(
@@ -127,7 +140,11 @@ def recover_plan(
     elif get_plan(model).groups and made.reason:
         note = f"kept the masked model: {made.reason}"
     acc = float(ctx.accuracy(model, ctx.loaders.val))
-    return Recovered(model, acc, ctx.drop(acc), note)
+    drop, deployed = ctx.drop(acc), None
+    if ctx.base_deployed is not None:
+        deployed = float(ctx.accuracy(ctx.deployment.evaluated(model), ctx.loaders.val))
+        drop = max(drop, ctx.drop(deployed))
+    return Recovered(model, acc, drop, note, deployed)
 
 
 @dataclass
@@ -176,14 +193,11 @@ def recover_finalists(
             out.notes.append(got.note)
         if got.drop <= ctx.eps:
             out.recovered, out.chosen = got, attempt.number
-            ctx.log(
-                f"recovered {attempt.label}: val {got.accuracy:.4f} (drop {got.drop:+.4f}) "
-                "within eps"
-            )
+            ctx.log(f"recovered {attempt.label}: {got.describe(ctx.deployment.dtype)} within eps")
             break
         out.notes.append(
-            f"{attempt.label}: recovered val accuracy {got.accuracy:.4f} breaks eps "
-            f"(drop {got.drop:.4f} > {ctx.eps:g}); backing off"
+            f"{attempt.label}: recovered {got.describe(ctx.deployment.dtype)} breaks eps "
+            f"({got.drop:.4f} > {ctx.eps:g}); backing off"
         )
         ctx.log(out.notes[-1])
     if out.recovered is None:

@@ -19,6 +19,7 @@ from torch import nn
 
 from .. import metrics
 from ..data import Loaders
+from ..deployment import Deployment
 from .context import AccuracyFn, RunContext
 
 
@@ -29,16 +30,21 @@ class Measurements(Mapping):
 
     Attributes:
         val_accuracy, test_accuracy: the accuracy on the validation and test splits.
+        deployed_val_accuracy, deployed_test_accuracy: the same, with the model in the
+            lower precision the objectives deploy it in (None in float32).
         params, nonzero_params, macs: counts; MACs per image.
         dense_bytes, sparse_bytes, sparse_bytes_fp16: stored size, dense fp32 and in the
             sparse format with fp32 or fp16 values.
-        throughput: images/s at batch 64; latency_ms: at batch 1.
+        throughput: images/s at batch 64; latency_ms: at batch 1 (both in the deployment
+            form).
         speedup, latency_speedup: the compressed model's, as ratios to the original
             measured interleaved with it.
     """
 
     val_accuracy: float | None = None
     test_accuracy: float | None = None
+    deployed_val_accuracy: float | None = None
+    deployed_test_accuracy: float | None = None
     params: float | None = None
     nonzero_params: float | None = None
     macs: float | None = None
@@ -74,11 +80,16 @@ class Measurements(Mapping):
 
 
 def measure(
-    model: nn.Module, loaders: Loaders, example_input: torch.Tensor, accuracy: AccuracyFn
+    model: nn.Module,
+    loaders: Loaders,
+    example_input: torch.Tensor,
+    accuracy: AccuracyFn,
+    deployment: Deployment | None = None,
 ) -> Measurements:
-    """Accuracy on the validation and test splits, and the model's counts and sizes."""
+    """Accuracy on the validation and test splits (also in the ``deployment``'s dtype when
+    it lowers the precision), and the model's counts and sizes."""
     s = metrics.summarize(model, example_input)
-    return Measurements(
+    out = Measurements(
         val_accuracy=float(accuracy(model, loaders.val)),
         test_accuracy=float(accuracy(model, loaders.test)),
         params=float(s.params),
@@ -88,6 +99,11 @@ def measure(
         sparse_bytes=float(s.sparse_bytes),
         sparse_bytes_fp16=float(s.sparse_bytes_fp16),
     )
+    if deployment is not None and deployment.lowers_precision:
+        deployed = deployment.evaluated(model)
+        out.deployed_val_accuracy = float(accuracy(deployed, loaders.val))
+        out.deployed_test_accuracy = float(accuracy(deployed, loaders.test))
+    return out
 
 
 def measure_speed(
@@ -96,12 +112,22 @@ def measure_speed(
     example_input: torch.Tensor,
     before: Measurements,
     after: Measurements,
+    deployment: Deployment | None = None,
 ) -> None:
     """Time ``model`` interleaved with ``original`` (batch 64 and batch 1, median of 20
-    rounds) and fill in both records' speeds."""
-    thr = metrics.compare_speed(original, model, example_input, batch_size=64, rounds=20, warmup=5)
+    rounds), both in their ``deployment`` form, and fill in both records' speeds."""
+    thr = metrics.compare_speed(
+        original, model, example_input, batch_size=64, rounds=20, warmup=5, deployment=deployment
+    )
     lat = metrics.compare_speed(
-        original, model, example_input[:1], batch_size=1, rounds=20, warmup=5, inner=5
+        original,
+        model,
+        example_input[:1],
+        batch_size=1,
+        rounds=20,
+        warmup=5,
+        inner=5,
+        deployment=deployment,
     )
     before.throughput = thr.reference.images_per_s
     after.throughput = thr.candidate.images_per_s
@@ -117,10 +143,10 @@ def measure_final(
     """Measure the compressed model, its speed interleaved with the original's, and each
     objective carefully, as a ratio to the original; ``after_val`` (the accuracy measured
     when it was recovered) stands for its validation accuracy."""
-    after = measure(compressed, ctx.loaders, ctx.example_input, ctx.accuracy)
+    after = measure(compressed, ctx.loaders, ctx.example_input, ctx.accuracy, ctx.deployment)
     if after_val is not None:
         after.val_accuracy = after_val
-    measure_speed(ctx.original, compressed, ctx.example_input, before, after)
+    measure_speed(ctx.original, compressed, ctx.example_input, before, after, ctx.deployment)
     final = {
         o.name: o.metric.ratio(
             compressed, ctx.original, ctx.example_input, ctx.reference.get(o.name), careful=True

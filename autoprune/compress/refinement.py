@@ -94,7 +94,7 @@ def refine_plan(
         )
         ctx.log(
             f"refine {k + 1}/{steps}: level {mid:.4f} (mean sparsity {mean:.3f}): "
-            f"val {got.accuracy:.4f} (drop {got.drop:+.4f}): {'holds' if ok else 'breaks'} eps"
+            f"{got.describe(ctx.deployment.dtype)}: {'holds' if ok else 'breaks'} eps"
         )
         if ok:
             lo, out.best = mid, got

@@ -19,7 +19,9 @@ import torch
 
 from .. import __version__
 from .._backends import describe_device
+from ..deployment import Deployment
 from ..models import model_spec
+from ..objectives import deployment_of
 from .records import LevelRecord, Preparation
 
 if TYPE_CHECKING:
@@ -80,6 +82,8 @@ class RunSettings:
         model_spec, input_shape, data: how to rebuild the model, its input, the data's name.
         scheme, recovery: their configurations (``{"op": ...}`` / ``{"name": ...}``).
         objectives: ``{"name", "direction", "measured", "search"}`` each.
+        deployment: the form the model was timed and accuracy-checked in
+            (:meth:`~autoprune.deployment.Deployment.to_dict`).
         eps, relative, sampler, space, prior, bounds, units, n_trials, timeout, seed:
             as given (``units`` with their final ranges).
         options: the proxy, calibration and sensitivity options.
@@ -96,6 +100,7 @@ class RunSettings:
     scheme: dict[str, Any] = field(default_factory=dict)
     recovery: dict[str, Any] = field(default_factory=dict)
     objectives: list[dict[str, Any]] = field(default_factory=list)
+    deployment: dict[str, Any] = field(default_factory=lambda: Deployment().to_dict())
     eps: float = 0.0
     relative: bool = False
     sampler: str = "tpe"
@@ -163,7 +168,9 @@ def options_dict(*options: Any) -> dict[str, Any]:
 
 def study_setup(c: Configured, units: list[Unit]) -> dict[str, Any]:
     """What a study is made for: resuming it with another setup is refused."""
-    return {
+    deployment = deployment_of(c.objectives)
+    form = {} if deployment.is_default else {"deployment": deployment.describe()}
+    return form | {
         "scheme": repr(c.scheme),
         "units": [(u.name, u.size, u.low, u.high) for u in units],
         "objectives": [(o.name, o.direction) for o in c.objectives],
@@ -199,6 +206,7 @@ def run_settings(
             }
             for o in c.objectives
         ],
+        deployment=ctx.deployment.to_dict(),
         eps=c.eps,
         relative=c.relative,
         sampler=c.sampler,

@@ -22,6 +22,7 @@ from .base import (
     Objective,
     as_metric,
     as_objectives,
+    deployment_of,
     objective_registry,
 )
 from .builtins import (
@@ -55,6 +56,7 @@ __all__ = [
     "Throughput",
     "as_metric",
     "as_objectives",
+    "deployment_of",
     "flops",
     "inference_size_fp16",
     "latency",

@@ -18,13 +18,14 @@ unit share one scale.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..deployment import Deployment
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -57,12 +58,15 @@ class Metric:
 
     Attributes:
         deterministic: False for timings (two measurements of one model differ).
+        deployment: the form the model is measured in (timings: dtype, channels-last,
+            compiled); plain float32 for counts.
     """
 
     name = "metric"
     unit = ""
     natural = "maximize"
     deterministic = True
+    deployment = Deployment()
 
     def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
         raise NotImplementedError
@@ -163,4 +167,22 @@ def as_objectives(value: Any) -> list[Objective]:
     names = [o.name for o in out]
     if len(set(names)) != len(names):
         raise ConfigError(f"objective: the same objective is listed twice ({names})")
+    deployment_of(out)
     return out
+
+
+def deployment_of(objectives: Sequence[Objective]) -> Deployment:
+    """The one form the objectives deploy the model in (plain float32 when none says).
+
+    >>> from autoprune.objectives import Throughput, size
+    >>> deployment_of([Maximize(Throughput(dtype="fp16")), Minimize(size)]).dtype
+    'float16'
+    """
+    forms = {o.metric.deployment for o in objectives if not o.metric.deployment.is_default}
+    if len(forms) > 1:
+        shown = " and ".join(sorted(f.describe() for f in forms))
+        raise ConfigError(
+            f"objective: the timings are deployed in different forms ({shown}); give them "
+            "the same dtype, channels_last and compile"
+        )
+    return forms.pop() if forms else Deployment()

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .. import metrics
+from ..deployment import Deployment
 from ..errors import ConfigError
 from .base import Metric, objective_registry
 
@@ -80,15 +81,39 @@ class Size(Metric):
         )
 
 
-class Throughput(Metric):
-    """Images per second at ``batch_size``.
+class _Timing(Metric):
+    """A speed, measured with the model in its deployment form."""
+
+    deterministic = False
+
+    def _form(self) -> str:
+        return "" if self.deployment.is_default else f", {self.deployment.describe()}"
+
+    def _form_args(self) -> str:
+        d = self.deployment
+        args = [f"dtype={d.dtype!r}"] if d.dtype != "float32" else []
+        args += [f"{f}=True" for f in ("channels_last", "compile") if getattr(d, f)]
+        return "".join(", " + a for a in args)
+
+
+class Throughput(_Timing):
+    """Images per second at ``batch_size``, in the form the model is deployed in.
 
     Compared with a reference, the two models are timed interleaved and the median of the
     per-round ratios is taken (``rounds`` during a search, ``careful_rounds`` for a final
     measurement), which cancels most of the load other processes put on a shared machine.
+
+    Args:
+        dtype, channels_last, compile: the deployment form
+            (:class:`~autoprune.deployment.Deployment`): ``Throughput(256, dtype="float16",
+            channels_last=True)`` times what a GPU serves. A dtype below float32 also has
+            the compressed model's accuracy checked in it.
+
+    >>> Throughput(256, dtype="bf16").describe()
+    'throughput (batch 256, bfloat16, interleaved with the original)'
     """
 
-    name, unit, natural, deterministic = "throughput", "images/s", "maximize", False
+    name, unit, natural = "throughput", "images/s", "maximize"
 
     def __init__(
         self,
@@ -96,15 +121,23 @@ class Throughput(Metric):
         threads: int | None = None,
         rounds: int = 5,
         careful_rounds: int = 30,
+        dtype: str = "float32",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         self.batch_size = int(batch_size)
         self.threads = threads
         self.rounds = int(rounds)
         self.careful_rounds = int(careful_rounds)
+        self.deployment = Deployment(dtype, channels_last, compile, param="throughput")
 
     def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
         return metrics.measure(
-            model, example_input, batch_size=self.batch_size, threads=self.threads
+            model,
+            example_input,
+            batch_size=self.batch_size,
+            threads=self.threads,
+            deployment=self.deployment,
         ).images_per_s
 
     def ratio(
@@ -119,29 +152,40 @@ class Throughput(Metric):
             threads=self.threads,
             rounds=rounds,
             warmup=5 if careful else 2,
+            deployment=self.deployment,
         ).speedup
 
     def describe(self) -> str:
-        return f"throughput (batch {self.batch_size}, interleaved with the original)"
+        return f"throughput (batch {self.batch_size}{self._form()}, interleaved with the original)"
 
     def __repr__(self) -> str:
-        return f"Throughput(batch_size={self.batch_size})"
+        return f"Throughput(batch_size={self.batch_size}{self._form_args()})"
 
 
-class Latency(Metric):
-    """Milliseconds per image at batch size 1 (compared interleaved, like throughput)."""
+class Latency(_Timing):
+    """Milliseconds per image at batch size 1 (compared interleaved, like throughput), in
+    the deployment form ``dtype``, ``channels_last``, ``compile`` (see :class:`Throughput`)."""
 
-    name, unit, natural, deterministic = "latency", "ms", "minimize", False
+    name, unit, natural = "latency", "ms", "minimize"
 
     def __init__(
-        self, threads: int | None = None, rounds: int = 7, careful_rounds: int = 40
+        self,
+        threads: int | None = None,
+        rounds: int = 7,
+        careful_rounds: int = 40,
+        dtype: str = "float32",
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         self.threads = threads
         self.rounds = int(rounds)
         self.careful_rounds = int(careful_rounds)
+        self.deployment = Deployment(dtype, channels_last, compile, param="latency")
 
     def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
-        return metrics.latency(model, example_input, threads=self.threads)
+        return metrics.latency(
+            model, example_input, threads=self.threads, deployment=self.deployment
+        )
 
     def ratio(
         self, candidate, reference, example_input, reference_value=None, *, careful=False
@@ -155,11 +199,15 @@ class Latency(Metric):
             threads=self.threads,
             rounds=rounds,
             inner=3,
+            deployment=self.deployment,
         )
         return 1.0 / r.speedup
 
     def describe(self) -> str:
-        return "latency (batch 1, interleaved with the original)"
+        return f"latency (batch 1{self._form()}, interleaved with the original)"
+
+    def __repr__(self) -> str:
+        return f"Latency({self._form_args().removeprefix(', ')})"
 
 
 params = Params()

@@ -14,6 +14,7 @@ from .. import __version__, metrics
 from .._io import atomic_write
 from ..compress import CompressionResult
 from ..compress.settings import RunSettings
+from ..deployment import Deployment
 from ..errors import DataError
 from ..models import rebuild
 from ..plan import Plan
@@ -23,6 +24,8 @@ from .blocks import Block, fmt, markdown, page
 SUMMARY = [
     ("val_accuracy", "validation accuracy"),
     ("test_accuracy", "test accuracy"),
+    ("deployed_val_accuracy", "validation accuracy, deployed"),
+    ("deployed_test_accuracy", "test accuracy, deployed"),
     ("params", "parameters"),
     ("nonzero_params", "nonzero parameters"),
     ("macs", "MACs per image"),
@@ -85,8 +88,11 @@ def build(run_dir: str | os.PathLike) -> tuple[str, str]:
 
 def _heading(run: Run) -> list[Block]:
     result, settings = run.result, run.settings
+    form = Deployment(**settings.deployment)
+    within = f" (in float32 and in {form.dtype})" if form.lowers_precision else ""
     verdict = (
-        "**Feasible**: the compressed model's validation accuracy is within eps of the original's."
+        "**Feasible**: the compressed model's validation accuracy is within eps of the "
+        f"original's{within}."
         if result.feasible
         else "**Not feasible**: no plan kept accuracy within eps; the original model is returned."
     )
@@ -106,6 +112,7 @@ def _heading(run: Run) -> list[Block]:
 
 def _summary(run: Run) -> list[Block]:
     result, settings = run.result, run.settings
+    form = Deployment(**settings.deployment)
     rows = []
     for key, label in SUMMARY:
         if key in result.after:
@@ -121,7 +128,12 @@ def _summary(run: Run) -> list[Block]:
             f"Objectives, measured carefully at the end as ratios to the "
             f"original: {final}. Throughput and latency were timed interleaved with "
             f"the original (median of 20 rounds) on {settings.environment.get('threads')} "
-            f"threads, {settings.environment.get('device')}.",
+            f"threads, {settings.environment.get('device')}, in {form.describe()}."
+            + (
+                f" Deployed accuracy is measured with the model and its inputs in {form.dtype}."
+                if form.lowers_precision
+                else ""
+            ),
         ),
     ]
     if result.notes:

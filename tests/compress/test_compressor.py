@@ -373,3 +373,34 @@ def test_a_timing_never_ends_below_the_most_pruned_held_calibration_plan(trained
     assert sorted(t["warm_start"] for t in result.trials) == [0.75, 0.875]
     chosen = next(t for t in result.trials if t["number"] == result.chosen_trial)
     assert chosen["warm_start"] == (0.875 if noisy else 0.75)
+
+
+def test_a_plan_must_hold_eps_in_the_deployed_dtype_too(trained, data):
+    full = ap.metrics.count_params(trained).nonzero
+
+    def fp16_fragile(model, loader):  # pruned models lose everything in float16
+        half = next(model.parameters()).dtype == torch.float16
+        pruned = ap.metrics.count_params(model).nonzero < full
+        return 0.0 if half and pruned else ap.evaluate(model, loader).accuracy
+
+    fp16 = O.Maximize(O.Throughput(16, dtype="float16", rounds=2, careful_rounds=3))
+    run = compressor(trained, data, objective=fp16, accuracy=fp16_fragile, n_trials=3).run()
+    assert not run.feasible
+    assert any("float16 val 0.0000" in n and "breaks eps" in n for n in run.notes)
+    assert run.settings.deployment["dtype"] == "float16"
+    assert run.before["deployed_val_accuracy"] == pytest.approx(run.before["val_accuracy"])
+    fp32 = O.Maximize(O.Throughput(16, rounds=2, careful_rounds=3))
+    run = compressor(trained, data, objective=fp32, accuracy=fp16_fragile, n_trials=3).run()
+    assert run.feasible and "deployed_val_accuracy" not in run.after
+
+
+def test_an_original_that_breaks_eps_in_its_deployed_dtype_is_refused(trained, data):
+    overflowing = copy.deepcopy(trained)
+    with torch.no_grad():  # the same function in float32; past float16's range inside
+        overflowing.conv1.weight.mul_(1e6)
+        overflowing.bn1.running_mean.mul_(1e6)
+        overflowing.bn1.running_var.mul_(1e12)
+    fp16 = O.Maximize(O.Throughput(16, dtype="float16"))
+    message = r"the original model itself has validation accuracy 0\.\d+ in float16, against 0\.9"
+    with pytest.raises(ConfigError, match=message):
+        compressor(overflowing, data, objective=fp16).run()

@@ -105,6 +105,7 @@ def build_units(
     for name, size in scheme.units(copy.deepcopy(model), example_input).items():
         op = name.split(":", 1)[0] if isinstance(scheme, Compose) else scheme.op
         bare = name.split(":", 1)[-1]
-        low, high = bounds.for_unit(name, operator_of(scheme, op).search_high, bare)
-        units.append(Unit(name, int(size), low, high, op))
+        operator = operator_of(scheme, op)
+        low, high = bounds.for_unit(name, operator.search_high, bare)
+        units.append(Unit(name, int(size), low, high, op, operator.round_to))
     return units

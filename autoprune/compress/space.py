@@ -61,6 +61,27 @@ class Unit:
     low: float = 0.0
     high: float = 0.9
     op: str = ""
+    step: int = 1
+
+    def snap(self, sparsity: float) -> float:
+        """The sparsity that keeps a multiple of ``step`` of the unit's ``size`` channels:
+        the nearest to ``sparsity`` within the unit's range when one is (the operator's
+        ``round_to``; the scheme keeps these counts exactly).
+
+        >>> Unit("conv", 64, 0.0, 0.9, step=16).snap(0.3)
+        0.25
+        >>> Unit("conv", 64, 0.5, 0.9, step=16).snap(0.3), Unit("conv", 12, step=16).snap(0.5)
+        (0.5, 0.0)
+        """
+        if self.step <= 1:
+            return sparsity
+        top = self.size - self.size % self.step  # at most this many kept
+        if top == 0:
+            return 0.0  # smaller than one multiple: kept whole
+        kept = [k for k in range(self.step, top + 1, self.step)]
+        choices = [1.0 - k / self.size for k in kept]
+        inside = [c for c in choices if self.low - 1e-9 <= c <= self.high + 1e-9] or choices
+        return min(inside, key=lambda c: (abs(c - sparsity), c))
 
     @property
     def layer(self) -> str:
@@ -124,7 +145,7 @@ class SearchSpace:
                     params.get(self._key(i), 0.0) if self.mode == "offsets" else 0.0
                 )
                 s = u.low + min(1.0, max(0.0, t)) * (u.high - u.low)
-            out[u.name] = round(float(s), 6)
+            out[u.name] = round(float(u.snap(s)), 6)
         return out
 
     def position(self, unit: str, level: float) -> float:

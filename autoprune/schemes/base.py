@@ -161,6 +161,8 @@ class Scheme:
         calibration_start: the calibration bisects uniform levels from here (a trained
             network practically always keeps its accuracy, after fine-tuning, with three
             quarters of its weights or half its blocks removed).
+        round_to: every unit keeps a multiple of this many channels (1: any count); the
+            search snaps its units' sparsities to those multiples.
     """
 
     op: ClassVar[str] = ""
@@ -168,6 +170,7 @@ class Scheme:
     search_high: ClassVar[float] = 0.9
     sensitivity_cap: ClassVar[float] = 0.9
     calibration_start: ClassVar[float] = 0.0
+    round_to: int = 1
 
     def __init__(
         self,

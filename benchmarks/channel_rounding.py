@@ -10,7 +10,8 @@ interleaved (A B A B ..., median of the per-round ratios) against
 
 Every model is timed in the deployment form asked for (dtype, channels-last, compiled),
 on the device asked for (CUDA timings between CUDA events). This is what the default of
-``round_to`` is chosen from (docs/measurements.md).
+``round_to`` is chosen from (docs/measurements.md); ``auto`` is that default as a search
+timing the model on this device uses it.
 
     python benchmarks/channel_rounding.py --device cpu --model resnet50 --size 112 --batch 8
     python benchmarks/channel_rounding.py --device cuda --dtype float16 --channels-last \\
@@ -61,7 +62,9 @@ def rows_for(args: argparse.Namespace, device: torch.device, form: Deployment) -
     for ratio in args.ratios:
         for step in args.round_to:
             pruned = copy.deepcopy(original)
-            ap.filter_prune(pruned, ratio, x, physical=True, round_to=step)
+            # "auto": what a search timing the model on this device uses
+            scheme = ap.FilterPrune(ratio, physical=True, round_to=step)
+            scheme.for_run(device, timed=True).apply(pruned, x)
             plan = get_plan(pruned)
             if not plan.physical:
                 raise SystemExit(f"{args.model} at {ratio}, round_to {step}: stayed masked")
@@ -100,11 +103,14 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.3, 0.4, 0.5])
-    parser.add_argument("--round-to", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--round-to", nargs="+", default=["1", "8", "32", "auto"], help="integers, or 'auto'"
+    )
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
+    args.round_to = [s if s == "auto" else int(s) for s in args.round_to]
     device = resolve_device(args.device)
     form = Deployment(args.dtype, args.channels_last, args.compile)
     rows = rows_for(args, device, form)
@@ -118,9 +124,7 @@ def main() -> None:
         "vs dense same shape: median ratio of throughputs, pruned over the other"
     )
     print(metrics.format_table(rows))
-    by_step = {
-        s: min(r["vs original"] for r in rows if r["round_to"] == s) for s in args.round_to
-    }
+    by_step = {s: min(r["vs original"] for r in rows if r["round_to"] == s) for s in args.round_to}
     print(
         "slowest against the original, per round_to: "
         + ", ".join(f"{s}: {v:.3f}x" for s, v in by_step.items())

@@ -147,5 +147,7 @@ def test_paths_resolve_against_the_spec_and_data_root(tmp_path):
 def test_round_to_in_a_spec():
     s = spec.validate({"scheme": {"filter_prune": {"round_to": 8}}})
     assert s.resolved["scheme"] == [{"filter_prune": {"round_to": 8}}]
-    with pytest.raises(SpecError, match=r"^scheme.filter_prune.round_to: expected an integer"):
+    with pytest.raises(SpecError, match=r"^scheme.filter_prune.round_to: expected 'auto' or an"):
         spec.validate({"scheme": {"filter_prune": {"round_to": 0}}})
+    auto = spec.validate({"scheme": {"filter_prune": {"round_to": "auto"}}})
+    assert auto.resolved["scheme"] == [{"filter_prune": {"round_to": "auto"}}]

@@ -107,5 +107,5 @@ def build_units(
         bare = name.split(":", 1)[-1]
         operator = operator_of(scheme, op)
         low, high = bounds.for_unit(name, operator.search_high, bare)
-        units.append(Unit(name, int(size), low, high, op, operator.round_to))
+        units.append(Unit(name, int(size), low, high, op, operator.channel_step(int(size))))
     return units

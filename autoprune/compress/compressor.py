@@ -188,7 +188,9 @@ class Compressor:
         samplers.get(sampler)
         self.bounds = Bounds.parse(bounds)
         self.model = model
-        self.scheme = scheme if scheme is not None else FilterPrune()
+        self.device = resolve_device(device)
+        timed = any(not o.metric.deterministic for o in self.objectives)
+        self.scheme = (scheme if scheme is not None else FilterPrune()).for_run(self.device, timed)
         self.recovery = recovery if recovery is not None else FineTune()
         self.relative = bool(relative)
         self.accuracy = accuracy or top1
@@ -208,7 +210,6 @@ class Compressor:
         self.prior = resolve_prior(prior, self.scheme)
         self.batch_size = _checks.number("batch_size", batch_size, 1, integer=True)
         self.eval_batch_size = _checks.number("eval_batch_size", eval_batch_size, 1, integer=True)
-        self.device = resolve_device(device)
         self.progress = bool(progress)
 
     @property

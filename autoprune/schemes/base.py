@@ -161,8 +161,6 @@ class Scheme:
         calibration_start: the calibration bisects uniform levels from here (a trained
             network practically always keeps its accuracy, after fine-tuning, with three
             quarters of its weights or half its blocks removed).
-        round_to: every unit keeps a multiple of this many channels (1: any count); the
-            search snaps its units' sparsities to those multiples.
     """
 
     op: ClassVar[str] = ""
@@ -170,7 +168,6 @@ class Scheme:
     search_high: ClassVar[float] = 0.9
     sensitivity_cap: ClassVar[float] = 0.9
     calibration_start: ClassVar[float] = 0.0
-    round_to: int = 1
 
     def __init__(
         self,
@@ -255,6 +252,16 @@ class Scheme:
     def with_sparsities(self, per_unit: Mapping[str, float]) -> Scheme:
         """A copy with one sparsity per unit, keyed as :meth:`units` names them."""
         raise PruningError(f"{self.op}: has no sparsity to set")
+
+    def channel_step(self, size: int) -> int:
+        """A unit of ``size`` keeps a multiple of this many (1: any count); the search
+        snaps its units' sparsities to those multiples."""
+        return 1
+
+    def for_run(self, device: torch.device, timed: bool) -> Scheme:
+        """This operator as a run on ``device`` uses it (``timed``: an objective is a
+        timing): settings left to the run, such as ``round_to="auto"``, resolved."""
+        return self
 
     def scaled(self, factor: float) -> Scheme | None:
         """A masked copy removing ``factor`` of this operator's sparsity, for one step of

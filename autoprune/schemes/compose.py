@@ -57,6 +57,9 @@ class Compose(Scheme):
             parts.append(s.with_sparsities(mine) if mine else s)
         return Compose(parts)
 
+    def for_run(self, device: torch.device, timed: bool) -> Compose:
+        return Compose([s.for_run(device, timed) for s in self.schemes])
+
     def scaled(self, factor: float) -> Compose | None:
         parts = [p for p in (s.scaled(factor) for s in self.schemes) if p is not None]
         return Compose(parts) if parts else None

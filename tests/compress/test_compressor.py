@@ -404,3 +404,11 @@ def test_an_original_that_breaks_eps_in_its_deployed_dtype_is_refused(trained, d
     message = r"the original model itself has validation accuracy 0\.\d+ in float16, against 0\.9"
     with pytest.raises(ConfigError, match=message):
         compressor(overflowing, data, objective=fp16).run()
+
+
+def test_a_run_resolves_round_to_auto_by_device_and_objective(trained, data):
+    timed = compressor(trained, data, objective=O.Maximize(O.throughput))
+    assert timed.scheme.channel_step(256) == 16  # the CPU's multiple
+    assert compressor(trained, data).scheme.channel_step(256) == 1  # MACs: no rounding
+    fixed = compressor(trained, data, scheme=ap.FilterPrune(round_to=4))
+    assert fixed.scheme.channel_step(256) == 4

@@ -7,7 +7,14 @@ from torch import nn
 from autoprune.errors import ConfigError, ModelError
 from autoprune.models import create_model
 from autoprune.plan import get_plan
-from autoprune.schemes import FilterPrune, NeuronPrune, filter_prune, materialize, neuron_prune
+from autoprune.schemes import (
+    Compose,
+    FilterPrune,
+    NeuronPrune,
+    filter_prune,
+    materialize,
+    neuron_prune,
+)
 from autoprune.testing import randomize_norms
 
 
@@ -329,5 +336,34 @@ def test_round_to_keeps_multiples_in_every_group_and_stays_exact(name, shape):
 
 
 def test_round_to_is_checked():
-    with pytest.raises(ConfigError, match=r"filter_prune.round_to: expected an integer in \[1"):
-        FilterPrune(0.5, round_to=0)
+    for bad in (0, "eight", 2.5):
+        with pytest.raises(ConfigError, match=r"filter_prune.round_to: expected 'auto' or an int"):
+            FilterPrune(0.5, round_to=bad)
+
+
+def test_auto_round_to_is_exact_alone_and_the_devices_multiple_in_a_timed_run():
+    from autoprune.schemes.structured import AUTO_ROUND_TO
+
+    auto = FilterPrune(0.3)
+    assert auto.round_to == "auto" and "round_to" not in auto.config()
+    assert auto.channel_step(64) == 1  # applied directly: exactly the sparsity asked
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert AUTO_ROUND_TO == {"cuda": 32, "cpu": 16}
+    timed = auto.for_run(cuda, timed=True)
+    assert [timed.channel_step(n) for n in (16, 32, 64, 128, 2048)] == [4, 8, 16, 32, 32]
+    assert auto.for_run(cuda, timed=False).channel_step(2048) == 1  # counts gain nothing
+    assert auto.for_run(cpu, timed=True).channel_step(2048) == 16
+    assert auto.channel_step(2048) == 1  # resolved on a copy
+    fixed = FilterPrune(0.5, round_to=8)
+    assert fixed.for_run(cuda, timed=True) is fixed and fixed.channel_step(2048) == 8
+    both = Compose([NeuronPrune(), FilterPrune()]).for_run(cuda, timed=True)
+    assert [s.channel_step(256) for s in both.schemes] == [32, 32]
+    # a timed run on the CPU: every group keeps a multiple of its step, and stays exact
+    torch.manual_seed(0)
+    net = create_model("resnet10", num_classes=10, input_shape=(1, 16, 16), width=16).eval()
+    randomize_norms(net)
+    x = torch.randn(2, 1, 16, 16)
+    plan = auto.for_run(cpu, timed=True).apply(net, x)
+    for g in plan.groups.values():
+        assert (g.total - len(g.removed)) % min(16, g.total // 4) == 0, (g.root, g.total)
+    assert materialize(net, x).physical

@@ -361,6 +361,7 @@ def test_a_timing_never_ends_below_the_most_pruned_held_calibration_plan(trained
         trained,
         data,
         objective=O.Maximize(metric),
+        scheme=ap.FilterPrune(round_to=1),  # three distinct plans, at every level
         accuracy=lambda model, loader: 1.0,
         proxy=ap.ProxyOptions(finetune_epochs=0.1, bn_batches=2),
         calibration=ap.CalibrationOptions(steps=3),
@@ -384,13 +385,15 @@ def test_a_plan_must_hold_eps_in_the_deployed_dtype_too(trained, data):
         return 0.0 if half and pruned else ap.evaluate(model, loader).accuracy
 
     fp16 = O.Maximize(O.Throughput(16, dtype="float16", rounds=2, careful_rounds=3))
-    run = compressor(trained, data, objective=fp16, accuracy=fp16_fragile, n_trials=3).run()
+    exact = ap.FilterPrune(round_to=1)  # every finalist removes something
+    args = dict(accuracy=fp16_fragile, n_trials=3, scheme=exact)
+    run = compressor(trained, data, objective=fp16, **args).run()
     assert not run.feasible
     assert any("float16 val 0.0000" in n and "breaks eps" in n for n in run.notes)
     assert run.settings.deployment["dtype"] == "float16"
     assert run.before["deployed_val_accuracy"] == pytest.approx(run.before["val_accuracy"])
     fp32 = O.Maximize(O.Throughput(16, rounds=2, careful_rounds=3))
-    run = compressor(trained, data, objective=fp32, accuracy=fp16_fragile, n_trials=3).run()
+    run = compressor(trained, data, objective=fp32, **args).run()
     assert run.feasible and "deployed_val_accuracy" not in run.after
 
 

@@ -77,3 +77,16 @@ def test_compile_failures_name_the_fix(cnn, monkeypatch):
     message = r"torch.compile failed on this machine .*no compiler here\); set compile to false"
     with pytest.raises(AutopruneError, match=message):
         Deployment(compile=True).model(model)(x)
+
+
+@pytest.mark.slow
+def test_compiled_models_run_and_match_eager():
+    torch.manual_seed(0)
+    model = create_model("mlp", 10, (1, 8, 8), hidden=(32,)).eval()
+    x = torch.randn(4, 1, 8, 8)
+    deployed = Deployment(compile=True).model(model)
+    assert isinstance(deployed.inner, torch._dynamo.eval_frame.OptimizedModule)
+    with torch.inference_mode():
+        torch.testing.assert_close(deployed(x), model(x))
+    t = metrics.measure(model, x, batch_size=8, repeats=2, deployment=Deployment(compile=True))
+    assert t.deployment == "float32, compile"

@@ -91,6 +91,11 @@ def _baseline_key(spec: Spec, data: Data) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def baseline_cache(spec: Spec, data: Data, out_dir: str) -> str:
+    """Where the baseline the spec trains is cached in ``out_dir``."""
+    return os.path.join(out_dir, f"baseline-{_baseline_key(spec, data)}.pt")
+
+
 def build_model(spec: Spec, data: Data, out_dir: str, progress: bool = True) -> nn.Module:
     """The model: from a checkpoint, or trained as the spec says (cached in ``out_dir``)."""
     m = spec.resolved["model"]
@@ -101,7 +106,7 @@ def build_model(spec: Spec, data: Data, out_dir: str, progress: bool = True) -> 
         load_checkpoint(model, m["checkpoint"])
         logger.info(f"model {m['name']}: weights from {m['checkpoint']}")
         return model.eval()
-    cache = os.path.join(out_dir, f"baseline-{_baseline_key(spec, data)}.pt")
+    cache = baseline_cache(spec, data, out_dir)
     if os.path.isfile(cache):
         load_checkpoint(model, cache)
         logger.info(f"model {m['name']}: baseline weights from the cache {cache}")
@@ -204,7 +209,14 @@ class _TqdmHandler(logging.Handler):
 
 
 def search(spec: Spec, out_dir: str, quiet: bool = False) -> CompressionResult:
-    """Run a spec's whole job into ``out_dir``; returns the result (also saved there)."""
+    """Run a spec's whole job into ``out_dir``; returns the result (also saved there).
+
+    The pre-flight (:mod:`autoprune._preflight`) runs first: a fault in anything the spec
+    names stops the run before any training.
+    """
+    from ._preflight import preflight
+
+    preflight(spec, out_dir)
     os.makedirs(out_dir, exist_ok=True)
     atomic_write(os.path.join(out_dir, "spec.yaml"), spec.to_yaml().encode())
     with RunLog(out_dir, quiet):

@@ -243,6 +243,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             overrides[key] = value
     s = _load_spec(args, overrides)
     out_dir = args.out or s.resolved["output"]["dir"]
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"argument --out: {out_dir} is a file; give a directory for the run")
     result = runner.search(s, out_dir, quiet=args.quiet)
     print(result.summary())
     for note in result.notes:
@@ -322,8 +324,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from ._preflight import preflight
+
     s = _load_spec(args)
-    print(f"# {args.spec}: valid; resolved configuration:")
+    checked = preflight(s)
+    sizes = checked.data.sizes()
+    print(
+        f"# {args.spec}: valid; data {checked.data.name} ({sizes[0]} train, {sizes[1]} val, "
+        f"{sizes[2]} test, input {tuple(checked.data.input_shape)}, "
+        f"{checked.data.num_classes} classes); the model runs on it"
+    )
+    print("# resolved configuration:")
     print(s.to_yaml(), end="")
     return 0
 

@@ -292,6 +292,16 @@ def npz(
     x_test = y_test = None
     if test is not None:
         x_test, y_test = _read_npz(test, "test")
+    for param, labels, inputs in (("train", y, x), ("test", y_test, x_test)):
+        if labels is None:
+            continue
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(
+                f"{param}: 'y' must hold one integer class label per example, got an array "
+                f"of {labels.dtype} with shape {labels.shape} (one-hot labels: y.argmax(1))"
+            )
+        if len(labels) != len(inputs):
+            raise DataError(f"{param}: 'x' has {len(inputs)} examples but 'y' {len(labels)}")
     return from_arrays(
         x,
         y,
@@ -400,6 +410,11 @@ def image_folder(
     if val is None:
         n = max(1, int(round(len(order) * val_fraction)))
         val, order = Subset(train, order[:n]), order[n:]
+    for path in _first_of_each_class(train):
+        try:
+            train.loader(path)
+        except Exception as exc:  # PIL's errors have no common base
+            raise DataError(f"root: {path} is not a readable image ({exc})") from None
     x0 = train[0][0]
     return Data(
         Subset(train, order),
@@ -409,6 +424,14 @@ def image_folder(
         input_shape=tuple(x0.shape),
         name=os.path.basename(root.rstrip("/")),
     )
+
+
+def _first_of_each_class(folder: Any) -> list[str]:
+    """The first image file of each class of a torchvision ``ImageFolder``."""
+    first: dict[int, str] = {}
+    for path, label in folder.samples:
+        first.setdefault(label, path)
+    return list(first.values())
 
 
 def load_data(name: str = "digits", **kwargs: Any) -> Data:

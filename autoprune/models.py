@@ -21,6 +21,7 @@ import torch
 import torchvision
 from torch import nn
 
+from . import _checks
 from .errors import ConfigError, ModelError
 from .registry import Registry, import_callable
 
@@ -159,7 +160,10 @@ def mlp(
     num_classes: int, input_shape: Sequence[int], hidden: Sequence[int] = (256, 128)
 ) -> nn.Module:
     """Multi-layer perceptron on the flattened input."""
-    return MLP(math.prod(input_shape), num_classes, tuple(int(h) for h in hidden))
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise _checks.fail("hidden", "a list of layer widths", hidden)
+    widths = tuple(_checks.positive_int(f"hidden[{i}]", h) for i, h in enumerate(hidden))
+    return MLP(math.prod(input_shape), num_classes, widths)
 
 
 @register_model("small_cnn")
@@ -167,13 +171,16 @@ def small_cnn(
     num_classes: int, input_shape: Sequence[int], width: int = 16, hidden: int = 64
 ) -> nn.Module:
     """Small plain CNN (no skip connections)."""
-    return SmallCNN(_channels(input_shape), num_classes, int(width), int(hidden))
+    width = _checks.positive_int("width", width)
+    return SmallCNN(
+        _channels(input_shape), num_classes, width, _checks.positive_int("hidden", hidden)
+    )
 
 
 @register_model("resnet10")
 def resnet10(num_classes: int, input_shape: Sequence[int], width: int = 16) -> nn.Module:
     """ResNet-10-style network sized for the CPU."""
-    return ResNet10(_channels(input_shape), num_classes, int(width))
+    return ResNet10(_channels(input_shape), num_classes, _checks.positive_int("width", width))
 
 
 def torchvision_models() -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,23 +23,43 @@ from .errors import ConfigError
 
 
 def did_you_mean(name: str, choices: list[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``."""
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    """Return ``" (did you mean 'x'?)"`` for the closest choice, or ``""``; a choice that
+    differs in case alone comes first.
+
+    >>> did_you_mean("TPE", ["random", "tpe"]), did_you_mean("l2x", ["l1", "l2"])
+    (" (did you mean 'tpe'?)", " (did you mean 'l2'?)")
+    """
+    same = [c for c in choices if c.lower() == str(name).lower()]
+    close = same or difflib.get_close_matches(str(name), choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def import_callable(ref: str, what: str = "callable") -> Callable[..., Any]:
     """Import ``package.module:function`` and return the function.
 
-    >>> import_callable("math:sqrt")(16.0)
-    4.0
+    The standard library and builtins are refused: a spec names the user's own code.
+    Naming a callable in a spec runs that module's code, as importing it would.
+
+    >>> import_callable("autoprune.models:create_model").__name__
+    'create_model'
+    >>> import_callable("os:getcwd", "model.name")
+    Traceback (most recent call last):
+    ...
+    autoprune.errors.ConfigError: model.name: 'os:getcwd' is in Python's standard library; \
+name a function or class of your own importable module (package.module:function)
     """
     if not isinstance(ref, str) or ":" not in ref:
         raise ConfigError(f"{what}: expected 'package.module:function', got {ref!r}")
     module_name, _, attr = ref.partition(":")
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        raise ConfigError(
+            f"{what}: {ref!r} is in Python's standard library; name a function or class "
+            "of your own importable module (package.module:function)"
+        )
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
+    except Exception as exc:  # an ImportError, or whatever the module raises on import
         raise ConfigError(f"{what}: cannot import module {module_name!r} ({exc})") from None
     obj: Any = module
     for part in attr.split("."):

@@ -25,10 +25,13 @@ def test_unknown_name_suggests_close_match():
 
 
 def test_import_callable_errors_name_the_problem():
-    assert import_callable("math:sqrt")(9.0) == 3.0
+    assert import_callable("numpy:sqrt")(9.0) == 3.0
     with pytest.raises(ConfigError, match="expected 'package.module:function'"):
-        import_callable("math.sqrt")
+        import_callable("numpy.sqrt")
     with pytest.raises(ConfigError, match="cannot import module 'no_such_mod'"):
         import_callable("no_such_mod:f")
     with pytest.raises(ConfigError, match="has no attribute 'nope'"):
-        import_callable("math:nope")
+        import_callable("numpy:nope")
+    for stdlib in ("math:sqrt", "os.path:join", "builtins:print"):
+        with pytest.raises(ConfigError, match="is in Python's standard library"):
+            import_callable(stdlib)

@@ -172,10 +172,17 @@ class CompressionResult:
         path = os.path.join(directory, "result.json")
         if not os.path.isfile(path):
             raise DataError(f"no saved result in {directory} (result.json is missing)")
-        with open(path) as f:
-            data = json.load(f)
-        if data.get("format") != FORMAT:
-            raise DataError(f"{path} is not an autoprune result ({data.get('format')!r})")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(
+                f"{path} is not readable JSON (truncated or damaged? {exc}); run the search "
+                "again to rewrite it"
+            ) from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise DataError(f"{path} is not an autoprune result ({found!r})")
         settings = data.get("settings", {})
         if model is None:
             spec = settings.get("model_spec")
@@ -188,9 +195,13 @@ class CompressionResult:
         plan = Plan.from_dict(data["plan"])
         x = torch.zeros(1, *settings["input_shape"])
         model = apply_plan(model, plan, x)
-        state = torch.load(
-            os.path.join(directory, "model.pt"), map_location="cpu", weights_only=True
-        )
+        try:
+            state = torch.load(
+                os.path.join(directory, "model.pt"), map_location="cpu", weights_only=True
+            )
+        except Exception as exc:  # a missing, truncated or foreign file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"{directory}/model.pt cannot be read ({first})") from None
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:

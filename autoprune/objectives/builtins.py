@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .. import metrics
+from .. import _checks, metrics
 from ..deployment import Deployment
 from ..errors import ConfigError
 from .base import Metric, objective_registry
@@ -81,6 +81,11 @@ class Size(Metric):
         )
 
 
+def _threads(metric: str, threads: int | None) -> int | None:
+    """Threads to time with: None (PyTorch's setting) or a positive integer."""
+    return None if threads is None else _checks.positive_int(f"{metric}.threads", threads)
+
+
 class _Timing(Metric):
     """A speed, measured with the model in its deployment form."""
 
@@ -125,10 +130,10 @@ class Throughput(_Timing):
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
-        self.batch_size = int(batch_size)
-        self.threads = threads
-        self.rounds = int(rounds)
-        self.careful_rounds = int(careful_rounds)
+        self.batch_size = _checks.positive_int("throughput.batch_size", batch_size)
+        self.threads = _threads("throughput", threads)
+        self.rounds = _checks.positive_int("throughput.rounds", rounds)
+        self.careful_rounds = _checks.positive_int("throughput.careful_rounds", careful_rounds)
         self.deployment = Deployment(dtype, channels_last, compile, param="throughput")
 
     def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:
@@ -177,9 +182,9 @@ class Latency(_Timing):
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
-        self.threads = threads
-        self.rounds = int(rounds)
-        self.careful_rounds = int(careful_rounds)
+        self.threads = _threads("latency", threads)
+        self.rounds = _checks.positive_int("latency.rounds", rounds)
+        self.careful_rounds = _checks.positive_int("latency.careful_rounds", careful_rounds)
         self.deployment = Deployment(dtype, channels_last, compile, param="latency")
 
     def __call__(self, model: nn.Module, example_input: torch.Tensor) -> float:

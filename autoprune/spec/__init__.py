@@ -80,9 +80,18 @@ def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) ->
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise SpecError(f"spec: file not found: {path}")
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        with open(path) as f:
-            raw = yaml.safe_load(f)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"spec: {path} is not UTF-8 text (byte {data[exc.start]:#04x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
+    try:
+        _no_duplicates(yaml.compose(text, Loader=yaml.SafeLoader))
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -96,6 +105,25 @@ def load(path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) ->
     for key, value in (overrides or {}).items():
         _set_path(raw, key, value)
     return validate(raw, base_dir=os.path.dirname(os.path.abspath(path)), source=path)
+
+
+def _no_duplicates(node: Any, path: str = "") -> None:
+    """A key given twice in one mapping is an error (YAML would keep the last silently)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value in node.value:
+            key = str(key_node.value)
+            where = f"{path}.{key}" if path else key
+            if key in seen:
+                raise SpecError(
+                    f"{where}: duplicate key (line {key_node.start_mark.line + 1}); give each "
+                    "key once per section"
+                )
+            seen.add(key)
+            _no_duplicates(value, where)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _no_duplicates(item, f"{path}[{i}]")
 
 
 def _set_path(raw: dict, dotted: str, value: Any) -> None:

@@ -27,7 +27,18 @@ def _number(path: str, value: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return _checks.number(path, value, *args, **kwargs)
     except ConfigError as exc:
-        raise SpecError(str(exc)) from None
+        raise SpecError(str(exc) + _yaml_number_hint(value)) from None
+
+
+def _yaml_number_hint(value: Any) -> str:
+    """Why a number came as a string: YAML 1.1 reads ``1e-2`` (no dot) as text."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return f" (YAML reads {value} as text: write it with a dot, e.g. 1.0e-2, or as 0.01)"
 
 
 def _str(path: str, value: Any) -> str:

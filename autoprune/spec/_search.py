@@ -120,7 +120,9 @@ def _bounds(bounds: Any, base_dir: str) -> Any:
     try:
         Bounds.parse(bounds, "search.bounds")
     except AutopruneError as exc:
-        raise SpecError(str(exc)) from None
+        message = str(exc)
+        prefix = "" if message.startswith("search.bounds") else "search.bounds: "
+        raise SpecError(prefix + message) from None
     if isinstance(bounds, Mapping):
         return {str(k): list(v) for k, v in bounds.items()}
     return list(bounds) if isinstance(bounds, (list, tuple)) else bounds

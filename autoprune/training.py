@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import _checks
 from ._masking import apply_masks
 from .errors import ConfigError
 
@@ -131,14 +132,24 @@ def train(
         seed: seeds torch and the loader's shuffling, for a reproducible run.
         progress: show a tqdm progress bar.
     """
-    if schedule not in ("cosine", "constant"):
-        raise ConfigError(f"schedule: expected 'cosine' or 'constant', got {schedule!r}")
+    _checks.choice("schedule", schedule, ("cosine", "constant"))
+    _checks.choice("optimizer", optimizer, ("sgd", "adam"))
+    _checks.number("epochs", epochs, 0)
+    _checks.number("lr", lr, 0, low_open=True)
+    _checks.number("momentum", momentum, 0, 1)
+    _checks.number("weight_decay", weight_decay, 0)
+    if max_steps is not None:
+        _checks.number("max_steps", max_steps, 0, integer=True)
     if seed is not None:
         seed_everything(seed)
         gen = getattr(loader, "generator", None)
         if isinstance(gen, torch.Generator):
             gen.manual_seed(seed)  # the same shuffles on every seeded run
     n_batches = len(loader)  # type: ignore[arg-type]
+    if n_batches == 0:
+        raise ConfigError("loader: the training loader is empty")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError("model: it has no trainable parameters")
     steps = max_steps if max_steps is not None else max(1, math.ceil(epochs * n_batches))
     stop = steps if stop is None else min(int(stop), steps)
     if not 0 <= start <= stop:

@@ -399,3 +399,41 @@ def test_bad_input(files, argv, message, tmp_path, capsys, no_training):
 def test_there_are_at_least_sixty_cases():
     assert len(CASES) >= 60
     assert len({c[0] for c in CASES}) == len(CASES)
+
+
+def _compressor(model, data, eps=0.01, **kw):
+    import autoprune as ap
+
+    return ap.Compressor(model, "macs", eps, data=data, n_trials=1, progress=False, **kw)
+
+
+API_CASES = [
+    ("FineTune epochs inf", lambda ap: ap.FineTune(epochs=float("inf")), "finetune.epochs"),
+    ("FineTune lr nan", lambda ap: ap.FineTune(lr=float("nan")), "finetune.lr"),
+    (
+        "create_model width 0",
+        lambda ap: ap.create_model("small_cnn", 10, (1, 8, 8), width=0),
+        "width: expected a positive integer",
+    ),
+    (
+        "train epochs -1",
+        lambda ap: ap.train(
+            torch.nn.Linear(2, 2), [(torch.randn(2, 2), torch.tensor([0, 1]))], epochs=-1
+        ),
+        "epochs: expected",
+    ),
+    ("train empty loader", lambda ap: ap.train(torch.nn.Linear(2, 2), []), "loader is empty"),
+    ("Throughput batch 0", lambda ap: ap.objectives.Throughput(0), "throughput.batch_size"),
+    ("Latency threads 0", lambda ap: ap.objectives.Latency(threads=0), "latency.threads"),
+    ("empty loaders", lambda ap: _compressor(MLP, ([], [], [])), "data: the train loader is empty"),
+    ("eps 1", lambda ap: _compressor(MLP, ap.load_data("digits"), eps=1), "eps"),
+    ("device tpu", lambda ap: _compressor(MLP, ap.load_data("digits"), device="tpu"), "device"),
+]
+
+
+@pytest.mark.parametrize("call, message", [c[1:] for c in API_CASES], ids=[c[0] for c in API_CASES])
+def test_bad_api_call_is_an_autoprune_error(call, message):
+    import autoprune as ap
+
+    with pytest.raises(ap.AutopruneError, match=message.replace("(", r"\(")):
+        call(ap)

@@ -135,6 +135,17 @@ def check_data(data: Any) -> Data | Sequence[Batches]:
         )
     if not isinstance(data, Data) and not (isinstance(data, (tuple, list)) and len(data) == 3):
         raise ConfigError("data: expected a Data or a (train, val, test) tuple of loaders")
+    if isinstance(data, Data):
+        return data
+    for split, loader in zip(("train", "val", "test"), data):
+        try:
+            empty = len(loader) == 0
+        except TypeError:
+            raise ConfigError(
+                f"data: the {split} loader has no length; pass a DataLoader or a list of batches"
+            ) from None
+        if empty:
+            raise ConfigError(f"data: the {split} loader is empty; every split needs batches")
     return data
 
 

@@ -156,6 +156,8 @@ def build_compressor(
         relative=r["relative"],
         n_trials=s["trials"],
         timeout=s["timeout"],
+        trial_timeout=s["trial_timeout"],
+        max_failures=s["max_failures"],
         sampler=s["sampler"],
         space=s["space"],
         bounds=s["bounds"],

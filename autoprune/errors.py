@@ -26,3 +26,12 @@ class ModelError(AutopruneError):
 
 class PruningError(AutopruneError):
     """A pruning request cannot be carried out on this model."""
+
+
+class TrialFault(AutopruneError):
+    """One candidate of a search broke (outputs NaN or inf, over its time limit): its trial
+    is recorded as failed, with this message as the reason, and the search goes on."""
+
+
+class SearchError(AutopruneError):
+    """A search cannot go on: too many trials in a row failed."""

@@ -99,6 +99,25 @@ def make_optimizer(
     raise ConfigError(f"optimizer: expected 'sgd' or 'adam', got {name!r}")
 
 
+def _check_training(
+    schedule: str,
+    optimizer: str,
+    epochs: float,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    max_steps: int | None,
+) -> None:
+    _checks.choice("schedule", schedule, ("cosine", "constant"))
+    _checks.choice("optimizer", optimizer, ("sgd", "adam"))
+    _checks.number("epochs", epochs, 0)
+    _checks.number("lr", lr, 0, low_open=True)
+    _checks.number("momentum", momentum, 0, 1)
+    _checks.number("weight_decay", weight_decay, 0)
+    if max_steps is not None:
+        _checks.number("max_steps", max_steps, 0, integer=True)
+
+
 def train(
     model: nn.Module,
     loader: Iterable,
@@ -132,14 +151,7 @@ def train(
         seed: seeds torch and the loader's shuffling, for a reproducible run.
         progress: show a tqdm progress bar.
     """
-    _checks.choice("schedule", schedule, ("cosine", "constant"))
-    _checks.choice("optimizer", optimizer, ("sgd", "adam"))
-    _checks.number("epochs", epochs, 0)
-    _checks.number("lr", lr, 0, low_open=True)
-    _checks.number("momentum", momentum, 0, 1)
-    _checks.number("weight_decay", weight_decay, 0)
-    if max_steps is not None:
-        _checks.number("max_steps", max_steps, 0, integer=True)
+    _check_training(schedule, optimizer, epochs, lr, momentum, weight_decay, max_steps)
     if seed is not None:
         seed_everything(seed)
         gen = getattr(loader, "generator", None)

@@ -112,6 +112,9 @@ class Compressor:
         accuracy: ``f(model, loader) -> float`` replacing top-1 accuracy.
         n_trials: completed trials the study should have; ``timeout``: seconds for the
             whole search, sensitivity analysis and calibration included (either or both).
+        trial_timeout: seconds for scoring one candidate; a trial over it fails (None: no
+            limit). A candidate whose outputs turn NaN or inf fails its trial too, and
+            ``max_failures`` failures in a row stop the search.
         sampler: ``"tpe"`` (multivariate, default), ``"gp"``, ``"cmaes"`` or ``"random"``.
         space: ``"offsets"`` (default), ``"independent"`` or ``"uniform"`` (see
             :mod:`autoprune.compress.space`).
@@ -158,6 +161,8 @@ class Compressor:
         accuracy: AccuracyFn | None = None,
         n_trials: int | None = 30,
         timeout: float | None = None,
+        trial_timeout: float | None = None,
+        max_failures: int = 5,
         sampler: str = "tpe",
         space: str = "offsets",
         bounds: Any = None,
@@ -184,7 +189,7 @@ class Compressor:
         self.data = check_data(data)
         check_instance("scheme", scheme, Scheme, "a scheme operator")
         check_instance("recovery", recovery, Recovery, "LC() or FineTune()")
-        self.budget = Budget(n_trials=n_trials, timeout=timeout)
+        self.budget = Budget(n_trials, timeout, trial_timeout, max_failures)
         samplers.get(sampler)
         self.bounds = Bounds.parse(bounds)
         self.model = model
@@ -231,7 +236,7 @@ class Compressor:
         with phases.timed("baseline"):
             ctx, before = self._baseline()
         budget = TimeBudget(time.perf_counter(), self.budget.timeout)
-        scorer = ProxyScorer(ctx, self.proxy, ctx.eps)
+        scorer = ProxyScorer(ctx, self.proxy, ctx.eps, self.budget.trial_timeout)
         study, prep, recovered = self._prepared_study(ctx, scorer, budget, phases)
         space = self._search(ctx, study, prep, scorer, budget)
         phases["search"] = budget.elapsed()
@@ -303,6 +308,7 @@ class Compressor:
             seed=self.seed,
             progress=self.progress,
         )
+        self._usable(original, x, ctx.base)
         if ctx.base_deployed is not None and ctx.drop(ctx.base_deployed) > self.eps:
             raise ConfigError(
                 f"objective: the original model itself has validation accuracy "
@@ -321,6 +327,24 @@ class Compressor:
             )
         )
         return ctx, before
+
+    def _usable(self, original: nn.Module, x: torch.Tensor, base: float) -> None:
+        """A model worth compressing: finite outputs and, under top-1 accuracy, better than
+        chance (a search keeps the accuracy a model has; it cannot make one)."""
+        with torch.no_grad():
+            out = original(x)
+        if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+            raise ConfigError(
+                "model: its outputs are NaN or inf on the data's first input; check its "
+                "checkpoint or its training"
+            )
+        classes = out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() == 2 else 0
+        if self.accuracy is top1 and classes >= 2 and base <= 1.5 / classes:
+            raise ConfigError(
+                f"model: its validation accuracy {base:.4f} is at chance level for {classes} "
+                f"classes ({1 / classes:.4f}); train it first: a search keeps the accuracy a "
+                "model has"
+            )
 
     def _prepared_study(
         self, ctx: RunContext, scorer: ProxyScorer, budget: TimeBudget, phases: Phases
@@ -392,6 +416,7 @@ class Compressor:
             progress=self.progress,
             log=self.log,
             describe=describe_trial,
+            max_failures=self.budget.max_failures,
         )
         return space
 

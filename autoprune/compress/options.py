@@ -91,7 +91,9 @@ class CalibrationOptions:
 @dataclass(frozen=True)
 class Budget:
     """How long the search may run: ``n_trials`` completed trials, ``timeout`` seconds for
-    the whole search (sensitivity analysis, calibration and recovery included), or both.
+    the whole search (sensitivity analysis, calibration and recovery included), or both;
+    ``trial_timeout`` seconds for scoring one candidate (None: no limit), and
+    ``max_failures`` trials in a row that may fail before the search stops.
 
     >>> Budget(n_trials=None, timeout=60).timeout
     60.0
@@ -99,6 +101,8 @@ class Budget:
 
     n_trials: int | None = 30
     timeout: float | None = None
+    trial_timeout: float | None = None
+    max_failures: int = 5
 
     def __post_init__(self) -> None:
         if self.n_trials is None and self.timeout is None:
@@ -106,6 +110,9 @@ class Budget:
         _checks.optional_number("n_trials", self.n_trials, 1, integer=True)
         timeout = _checks.optional_number("timeout", self.timeout, 0, low_open=True)
         object.__setattr__(self, "timeout", timeout)
+        limit = _checks.optional_number("trial_timeout", self.trial_timeout, 0, low_open=True)
+        object.__setattr__(self, "trial_timeout", limit)
+        _checks.number("max_failures", self.max_failures, 1, integer=True)
 
 
 def check_eps(eps: Any) -> float:

@@ -8,12 +8,14 @@ analysis prunes one unit at a time the same way (:func:`pruned_copy`, :func:`qui
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
 
+from ..errors import TrialFault
 from ..plan import Plan, get_plan
 from ..recovery.base import epoch_steps
 from ..schemes import Scheme, materialize
@@ -48,15 +50,38 @@ def quick_tune(
     desc: str,
     scheme: Scheme | None = None,
     example_input: torch.Tensor | None = None,
+    deadline: float | None = None,
 ) -> None:
     """Recalibrate BatchNorm, fine-tune ``steps`` minibatches (none for 0), and impose again
-    what training does not keep (``scheme``'s :meth:`~Scheme.reapply_after_training`)."""
+    what training does not keep (``scheme``'s :meth:`~Scheme.reapply_after_training`).
+
+    Past ``deadline`` (a ``time.perf_counter()`` value) the fine-tuning stops at the next
+    step with a :class:`~autoprune.errors.TrialFault`.
+    """
     recalibrate_bn(model, train_loader, bn_batches)
     if steps <= 0:
         return
-    train(model, train_loader, max_steps=steps, lr=lr, seed=seed, desc=desc)
+
+    def in_time(_: nn.Module) -> None:
+        if deadline is not None and time.perf_counter() > deadline:
+            raise TrialFault("over the per-trial time limit during fine-tuning")
+
+    train(model, train_loader, max_steps=steps, lr=lr, seed=seed, desc=desc, after_step=in_time)
     if scheme is not None and scheme.reapply_after_training(model, example_input):
         recalibrate_bn(model, train_loader, bn_batches)
+
+
+def _finite_outputs(model: nn.Module, x: torch.Tensor) -> None:
+    """A :class:`~autoprune.errors.TrialFault` when the model's outputs are NaN or inf."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        model.train(was)
+    if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+        raise TrialFault("the candidate's outputs are NaN or inf after its fine-tuning")
 
 
 class ProxyScorer:
@@ -66,8 +91,15 @@ class ProxyScorer:
     again; its feasibility is judged against the current ``tau``.
     """
 
-    def __init__(self, ctx: RunContext, options: ProxyOptions, tau: float) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        options: ProxyOptions,
+        tau: float,
+        trial_timeout: float | None = None,
+    ) -> None:
         self.ctx, self.options, self.tau = ctx, options, tau
+        self.trial_timeout = trial_timeout
         self._seen: dict[tuple, TrialOutcome] = {}
 
     def __call__(self, sparsities: Mapping[str, float]) -> TrialOutcome:
@@ -80,9 +112,14 @@ class ProxyScorer:
         return out
 
     def score(self, sparsities: Mapping[str, float]) -> TrialOutcome:
-        """Score one plan (see the module docstring)."""
+        """Score one plan (see the module docstring).
+
+        A candidate whose outputs or objectives are not finite, or that runs past
+        ``trial_timeout`` seconds, raises :class:`~autoprune.errors.TrialFault`.
+        """
         ctx, opts = self.ctx, self.options
         t0 = time.perf_counter()
+        deadline = None if self.trial_timeout is None else t0 + self.trial_timeout
         scheme = ctx.scheme.with_sparsities(sparsities)
         model, plan, physical = pruned_copy(ctx.original, scheme, ctx.example_input)
         t_apply = time.perf_counter()
@@ -99,7 +136,9 @@ class ProxyScorer:
             desc="candidate",
             scheme=scheme,
             example_input=ctx.example_input,
+            deadline=deadline,
         )
+        _finite_outputs(model, ctx.example_input)
         t_tune = time.perf_counter()
         acc = float(ctx.accuracy(model, Limited(ctx.loaders.val, opts.val_batches)))
         drop = ctx.drop(acc, ctx.base_proxy)
@@ -109,6 +148,13 @@ class ProxyScorer:
             for o in ctx.objectives
         ]
         t_obj = time.perf_counter()
+        if not all(math.isfinite(v) for v in values):
+            raise TrialFault(f"an objective is not finite ({values})")
+        if deadline is not None and t_obj > deadline:
+            raise TrialFault(
+                f"took {t_obj - t0:.1f} s, over the per-trial time limit of "
+                f"{self.trial_timeout:g} s"
+            )
         return TrialOutcome(
             values=values,
             accuracy=acc,

@@ -23,7 +23,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SearchError, TrialFault
 from ..registry import Registry
 from .space import SearchSpace
 
@@ -170,8 +170,12 @@ def _objective(
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         sparsities = space.suggest(trial)
-        out = evaluate(sparsities)
         trial.set_user_attr("sparsities", sparsities)
+        try:
+            out = evaluate(sparsities)
+        except TrialFault as fault:  # recorded as failed, with the reason; the search goes on
+            trial.set_user_attr("fault", str(fault))
+            return float("nan") if len(directions) == 1 else [float("nan")] * len(directions)
         trial.set_user_attr("accuracy", out.accuracy)
         trial.set_user_attr("drop", out.drop)
         trial.set_user_attr("feasible", out.feasible)
@@ -190,6 +194,34 @@ def _objective(
     return objective
 
 
+class _Failures:
+    """Failed trials in a row: past ``limit``, the study stops and :meth:`check` raises."""
+
+    def __init__(self, limit: int, log: Callable[[str], None] | None) -> None:
+        self.limit, self.log = limit, log
+        self.reasons: list[str] = []
+
+    def count(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> bool:
+        """Whether ``frozen`` failed (then logged, and the study stopped at the limit)."""
+        if frozen.state != TrialState.FAIL:
+            self.reasons.clear()
+            return False
+        self.reasons.append(str(frozen.user_attrs.get("fault", "the objective failed")))
+        if self.log is not None:
+            self.log(f"trial {frozen.number:3d}: failed: {self.reasons[-1]}")
+        if len(self.reasons) >= self.limit:
+            study.stop()
+        return True
+
+    def check(self) -> None:
+        if len(self.reasons) >= self.limit:
+            raise SearchError(
+                f"search: {len(self.reasons)} trials in a row failed (the last: "
+                f"{self.reasons[-1]}); check the data, the learning rates "
+                "(search.evaluation.finetune_lr) and the model, or raise search.max_failures"
+            )
+
+
 def run_trials(
     study: optuna.Study,
     space: SearchSpace,
@@ -204,11 +236,15 @@ def run_trials(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     describe: Callable[[optuna.trial.FrozenTrial], str] | None = None,
+    max_failures: int = 5,
 ) -> None:
     """Run trials until ``n_trials`` are complete (in all) or ``timeout`` seconds pass.
 
     A trial is feasible when its proxy drop is at most ``tau``; samplers that do not
     read constraints see an infeasible trial's values penalised by how far it is over.
+    A candidate that breaks (:class:`~autoprune.errors.TrialFault`) fails its trial, with
+    the reason in its ``fault`` attribute; ``max_failures`` failures in a row stop the
+    search with a :class:`~autoprune.errors.SearchError`.
     """
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if not study.trials:
@@ -223,7 +259,11 @@ def run_trials(
         space, evaluate, tau, directions, penalise=sampler_name not in CONSTRAINT_AWARE
     )
 
+    failures = _Failures(max_failures, log)
+
     def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        if failures.count(study, frozen):
+            return
         bar.update(1)
         if log is not None and describe is not None:
             log(describe(frozen))
@@ -232,17 +272,22 @@ def run_trials(
     if n_trials is not None:
         callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,)))
     start = time.perf_counter()
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are logged above
     try:
         study.optimize(
             objective,
-            n_trials=remaining,
+            n_trials=None,  # MaxTrialsCallback counts completed trials; failed ones do not
+            # use up the budget (max_failures of them in a row end the search)
             timeout=timeout,
             callbacks=callbacks,
             catch=(),
             gc_after_trial=False,
         )
     finally:
+        optuna.logging.set_verbosity(verbosity)
         bar.close()
+    failures.check()
     if log is not None:
         log(
             f"search: {len(study.trials)} trials in the study, "
@@ -341,4 +386,5 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "sparsities": a.get("sparsities", {}),
         "physical": a.get("physical"),
         "warm_start": a.get("warm_start"),
+        "fault": a.get("fault"),
     }

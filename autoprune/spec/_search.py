@@ -23,6 +23,8 @@ SEARCH = [
     "evaluation",
     "max_attempts",
     "refine",
+    "trial_timeout",
+    "max_failures",
 ]
 # search.evaluation's keys, and the option each sets: (ProxyOptions or CalibrationOptions, field)
 EVALUATION = {
@@ -53,7 +55,14 @@ def search_section(raw: Any, base_dir: str) -> dict:
     trials, timeout = raw.get("trials", 30), raw.get("timeout")
     if trials is None and timeout is None:
         raise SpecError("search.trials: give a number of trials or a search.timeout")
-    budget = _build("search", _budget, trials, timeout)
+    budget = _build(
+        "search",
+        _budget,
+        trials,
+        timeout,
+        raw.get("trial_timeout"),
+        raw.get("max_failures", 5),
+    )
     space = _str("search.space", raw.get("space", "offsets"))
     _build("search", _checks.choice, "space", space, SPACES)
     bounds = _bounds(raw.get("bounds"), base_dir)
@@ -73,6 +82,8 @@ def search_section(raw: Any, base_dir: str) -> dict:
         "sampler": sampler,
         "trials": budget.n_trials,
         "timeout": budget.timeout,
+        "trial_timeout": budget.trial_timeout,
+        "max_failures": budget.max_failures,
         "storage": storage,
         "study": _str("search.study", raw.get("study", "autoprune")),
         "seed": _number("search.seed", raw.get("seed", 0), integer=True),
@@ -86,14 +97,21 @@ def search_section(raw: Any, base_dir: str) -> dict:
     }
 
 
-def _budget(trials: Any, timeout: Any) -> Any:
+def _budget(trials: Any, timeout: Any, trial_timeout: Any, max_failures: Any) -> Any:
     from ..compress.options import Budget
 
-    return Budget(n_trials=trials, timeout=timeout)
+    return Budget(trials, timeout, trial_timeout, max_failures)
 
 
 # the Python names of search options, as the spec's keys spell them
-_SEARCH_NAMES = {"n_trials": "trials", "bounds": "bounds", "space": "space", "timeout": "timeout"}
+_SEARCH_NAMES = {
+    "n_trials": "trials",
+    "bounds": "bounds",
+    "space": "space",
+    "timeout": "timeout",
+    "trial_timeout": "trial_timeout",
+    "max_failures": "max_failures",
+}
 
 
 def _build(path: str, fn: Callable, *args: Any) -> Any:

@@ -8,7 +8,7 @@ import autoprune as ap
 from autoprune import objectives as O
 from autoprune.compress import CompressionResult
 from autoprune.compress.context import TimeBudget
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, SearchError
 
 pytestmark = pytest.mark.slow  # every test here runs a search
 
@@ -415,3 +415,53 @@ def test_a_run_resolves_round_to_auto_by_device_and_objective(trained, data):
     assert compressor(trained, data).scheme.channel_step(256) == 1  # MACs: no rounding
     fixed = compressor(trained, data, scheme=ap.FilterPrune(round_to=4))
     assert fixed.scheme.channel_step(256) == 4
+
+
+class _SometimesNan(ap.objectives.base.Metric):
+    """MACs, but NaN at its 2nd and 4th call: the 1st and 3rd candidate (the 1st call
+    measures the original)."""
+
+    name, natural = "macs_or_nan", "minimize"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model, example_input):
+        self.calls += 1
+        macs = float(ap.metrics.count_macs(model, example_input[:1]))
+        return float("nan") if self.calls in (2, 4) else macs
+
+
+def test_a_broken_trial_fails_with_its_reason_and_the_search_goes_on(trained, data):
+    result = compressor(trained, data, objective=O.Minimize(_SometimesNan()), n_trials=8).run()
+    failed = [t for t in result.trials if t["state"] == "fail"]
+    assert [t["number"] for t in failed] == [0, 2]
+    assert all("an objective is not finite" in t["fault"] for t in failed)
+    assert sum(t["state"] == "complete" for t in result.trials) == 8  # the budget still met
+    assert result.feasible
+
+
+def test_failures_in_a_row_stop_the_search_with_the_reason(trained, data):
+    blown = ap.ProxyOptions(finetune_epochs=0.5, bn_batches=5, finetune_lr=1e12)
+    c = compressor(trained, data, proxy=blown, max_failures=2)
+    with pytest.raises(
+        SearchError,
+        match=r"search: 2 trials in a row failed \(the last: the "
+        r"candidate's outputs are NaN or inf after its fine-tuning\)",
+    ):
+        c.run()
+    c = compressor(trained, data, trial_timeout=1e-4, max_failures=2)
+    with pytest.raises(SearchError, match="over the per-trial time limit"):
+        c.run()
+
+
+def test_a_broken_or_untrained_model_is_refused_before_the_search(trained, data):
+    broken = copy.deepcopy(trained)
+    with torch.no_grad():
+        broken.classifier.weight.fill_(float("nan"))
+    with pytest.raises(ConfigError, match="model: its outputs are NaN or inf"):
+        compressor(broken, data).run()
+    torch.manual_seed(1)
+    fresh = ap.create_model("small_cnn", data.num_classes, data.input_shape, width=8)
+    with pytest.raises(ConfigError, match=r"is at chance level for 10 classes"):
+        compressor(fresh, data).run()

@@ -214,14 +214,16 @@ def search(spec: Spec, out_dir: str, quiet: bool = False) -> CompressionResult:
     """Run a spec's whole job into ``out_dir``; returns the result (also saved there).
 
     The pre-flight (:mod:`autoprune._preflight`) runs first: a fault in anything the spec
-    names stops the run before any training.
+    names stops the run before any training. The directory is locked for the run
+    (:class:`~autoprune._lock.RunLock`). Interrupted (Ctrl-C), the trials done so far are
+    written to ``trials.csv`` and :class:`Interrupted` is raised.
     """
+    from ._lock import RunLock
     from ._preflight import preflight
 
     preflight(spec, out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    atomic_write(os.path.join(out_dir, "spec.yaml"), spec.to_yaml().encode())
-    with RunLog(out_dir, quiet):
+    with RunLock(out_dir), RunLog(out_dir, quiet):
+        atomic_write(os.path.join(out_dir, "spec.yaml"), spec.to_yaml().encode())
         logger.info(f"autoprune search {spec.source or ''} -> {out_dir}")
         data = build_data(spec)
         logger.info(
@@ -230,7 +232,10 @@ def search(spec: Spec, out_dir: str, quiet: bool = False) -> CompressionResult:
         )
         model = build_model(spec, data, out_dir, progress=not quiet)
         compressor = build_compressor(spec, model, data, out_dir, progress=not quiet)
-        result = compressor.run()
+        try:
+            result = compressor.run()
+        except KeyboardInterrupt:
+            raise Interrupted(_save_trials_so_far(compressor, out_dir)) from None
         sens = result.settings.sensitivity
         if sens:
             atomic_write(
@@ -242,3 +247,30 @@ def search(spec: Spec, out_dir: str, quiet: bool = False) -> CompressionResult:
             md, page = build(out_dir)
             logger.info(f"report: {page}")
     return result
+
+
+class Interrupted(KeyboardInterrupt):
+    """A search stopped by Ctrl-C; the message says what was kept."""
+
+
+def _save_trials_so_far(compressor: Compressor, out_dir: str) -> str:
+    """Write the study's trials to ``trials.csv``; returns what the one line says."""
+    import optuna
+
+    from .compress.result import trials_csv
+    from .compress.study import trial_row
+
+    url = compressor.storage_url()
+    if url is None:
+        return "interrupted; the study was kept in memory only"
+    try:
+        study = optuna.load_study(study_name=compressor.study_name, storage=url)
+    except Exception:  # nothing was stored yet: interrupted before the study opened
+        return f"interrupted before the search started; nothing to keep in {out_dir}"
+    rows = [trial_row(t) for t in study.trials]
+    atomic_write(os.path.join(out_dir, "trials.csv"), trials_csv(rows))
+    done = sum(r["state"] == "complete" for r in rows)
+    return (
+        f"interrupted after {done} complete trial(s), kept in {out_dir}/trials.csv and the "
+        "study; run the same command again to resume"
+    )

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -106,6 +107,11 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         help="auto (CUDA when present, the default), cpu, cuda or cuda:N; overrides the spec",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-trial lines")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="run a finished run's last stages again (default: report that it is complete)",
+    )
 
 
 def _add_sensitivity(sub: argparse._SubParsersAction) -> None:
@@ -245,7 +251,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     out_dir = args.out or s.resolved["output"]["dir"]
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConfigError(f"argument --out: {out_dir} is a file; give a directory for the run")
-    result = runner.search(s, out_dir, quiet=args.quiet)
+    finished = None if args.force else _finished(out_dir, s.to_yaml())
+    if finished is not None:
+        print(f"{out_dir} is complete: it ran this spec to the end (--force runs it again)")
+        result = finished
+    else:
+        result = runner.search(s, out_dir, quiet=args.quiet)
     print(result.summary())
     for note in result.notes:
         print(f"note: {note}")
@@ -259,6 +270,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0 if result.feasible else 1
 
 
+def _finished(out_dir: str, spec_yaml: str) -> Any:
+    """The saved result of ``out_dir`` when it ran this very spec to the end, else None."""
+    from .compress import CompressionResult
+
+    spec_path = os.path.join(out_dir, "spec.yaml")
+    if not os.path.isfile(os.path.join(out_dir, "result.json")) or not os.path.isfile(spec_path):
+        return None
+    with open(spec_path, encoding="utf-8") as f:
+        if f.read() != spec_yaml:
+            return None
+    try:
+        return CompressionResult.load(out_dir)
+    except AutopruneError:
+        return None  # damaged: run it again
+
+
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     from . import _runner as runner
     from ._io import atomic_write
@@ -269,7 +296,11 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     s = _load_spec(args, {"device": args.device} if args.device else None)
     out_dir = args.out or s.resolved["output"]["dir"]
     options = sensitivity_options(s.resolved["sensitivity"])
-    with runner.RunLog(out_dir, args.quiet):
+    from ._lock import RunLock
+    from ._preflight import preflight
+
+    preflight(s, out_dir)
+    with RunLock(out_dir), runner.RunLog(out_dir, args.quiet):
         data = runner.build_data(s)
         model = runner.build_model(s, data, out_dir, progress=not args.quiet)
         device = runner.build_device(s)
@@ -416,11 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutopruneError as exc:
         print(f"autoprune: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "autoprune: interrupted (a search resumes where it stopped when run again)",
-            file=sys.stderr,
-        )
+    except KeyboardInterrupt as exc:
+        said = str(exc) or "interrupted (a search resumes where it stopped when run again)"
+        print(f"autoprune: {said}", file=sys.stderr)
         return 130
 
 

@@ -358,6 +358,8 @@ class Compressor:
             storage, self.study_name, directions, sampler, study_setup(self, units)
         )
         if resumed:
+            # a fresh random stream: the seed's own would propose the first run's trials again
+            study.sampler = make_sampler(self.sampler, self.seed + len(study.trials))
             again = requeue_interrupted(study)
             done = sum(1 for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE)
             self.log(

@@ -19,6 +19,7 @@ and loads the weights.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -158,7 +159,11 @@ class CompressionResult:
         )
         atomic_write(os.path.join(directory, "plan.json"), self.plan.to_json(indent=2).encode())
         atomic_write(os.path.join(directory, "trials.csv"), trials_csv(self.trials))
-        text = json.dumps(self.to_dict(), indent=2, default=_json_default)
+        # result.json, written last, is the manifest: the digests of the files beside it
+        names = ["model.pt", "model.apz", "plan.json"]
+        names += ["original.pt"] if self.original is not None else []
+        files = {name: _digest(os.path.join(directory, name)) for name in names}
+        text = json.dumps({**self.to_dict(), "files": files}, indent=2, default=_json_default)
         atomic_write(os.path.join(directory, "result.json"), text.encode())
         return directory
 
@@ -183,6 +188,13 @@ class CompressionResult:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise DataError(f"{path} is not an autoprune result ({found!r})")
+        for name, digest in (data.get("files") or {}).items():
+            here = os.path.join(directory, name)
+            if not os.path.isfile(here) or _digest(here) != digest:
+                raise DataError(
+                    f"{here} does not match {path} (a run stopped while saving it?); run the "
+                    "search again to rewrite the result"
+                )
         settings = data.get("settings", {})
         if model is None:
             spec = settings.get("model_spec")
@@ -238,6 +250,15 @@ def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
+
+
+def _digest(path: str) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def trials_csv(trials: list[dict[str, Any]]) -> bytes:

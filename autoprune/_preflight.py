@@ -158,7 +158,7 @@ def _weights(spec: Spec, model: nn.Module, data: Data, out_dir: str | None) -> N
         try:
             load_checkpoint(model, m["checkpoint"])
         except AutopruneError as exc:
-            raise SpecError(f"model.checkpoint: {_first_line(exc)}") from None
+            raise SpecError(f"model.checkpoint: {exc}") from None
         return
     if m["train"]["epochs"] > 0:
         return

@@ -267,8 +267,11 @@ def _read_npz(path: str | os.PathLike, param: str) -> tuple[np.ndarray, np.ndarr
             return f["x"], f["y"]
     except DataError:
         raise
-    except Exception as exc:
-        raise DataError(f"{param}: cannot read {path}: {exc}") from None
+    except Exception:
+        raise DataError(
+            f"{param}: {path} is not an .npz archive; write one with numpy.savez(path, x=..., "
+            "y=...)"
+        ) from None
 
 
 @datasets.register("npz")

@@ -264,6 +264,20 @@ def rebuild(spec: dict[str, Any]) -> nn.Module:
     )
 
 
+def _unreadable(path: str, exc: Exception) -> str:
+    """Why ``torch.load`` could not read ``path``, and what to do, in one clause."""
+    if "Weights only load failed" in str(exc):
+        return (
+            "holds pickled Python objects (a whole model?), not only tensors; save the "
+            "weights instead: torch.save(model.state_dict(), path)"
+        )
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        return "is a damaged or truncated PyTorch checkpoint; save it again"
+    return "is not a PyTorch checkpoint; write one with torch.save(model.state_dict(), path)"
+
+
 def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load weights saved with ``torch.save(model.state_dict(), path)`` into ``model``.
 
@@ -276,7 +290,7 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"cannot read checkpoint {path}: {exc}") from None
+        raise ModelError(f"{path} {_unreadable(path, exc)}") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):
@@ -284,10 +298,20 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
                 break
     if not isinstance(state, dict):
         raise ModelError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict")
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"] if unexpected else []
+        raise ModelError(
+            f"checkpoint {path} does not fit the model: its keys are {', '.join(parts)}; "
+            "was it saved from another architecture or other model.options?"
+        )
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
-        raise ModelError(f"checkpoint {path} does not fit the model: {detail}") from None
+        shapes = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), "")
+        raise ModelError(
+            f"checkpoint {path} does not fit the model: {shapes or str(exc).splitlines()[0]}"
+        ) from None
     return model

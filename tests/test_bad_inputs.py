@@ -117,7 +117,7 @@ CASES = [
         "ckpt text file",
         {"spec.yaml": "model: {name: mlp, checkpoint: ck.pt}\n", "ck.pt": "hello"},
         ["validate"],
-        "model.checkpoint",
+        "is not a PyTorch checkpoint",
     ),
     (
         "ckpt pickled model",
@@ -126,7 +126,7 @@ CASES = [
             "ck.pt": pickle.dumps(MLP),
         },
         ["validate"],
-        "model.checkpoint",
+        "holds pickled Python objects (a whole model?)",
     ),
     (
         "ckpt other arch",
@@ -135,7 +135,7 @@ CASES = [
             "ck.pt": state_dict_bytes(OTHER),
         },
         ["validate"],
-        "model.checkpoint",
+        "does not fit the model: its keys are",
     ),
     (
         "ckpt truncated",
@@ -144,10 +144,15 @@ CASES = [
             "ck.pt": state_dict_bytes(MLP)[:100],
         },
         ["validate"],
-        "model.checkpoint",
+        "is a damaged or truncated PyTorch checkpoint",
     ),
     ("3-channel model, 1-channel data", spec("model: resnet18\n"), ["validate"], "model"),
-    ("squeezenet on 8x8", spec("model: squeezenet1_1\n"), ["validate"], "model"),
+    (
+        "squeezenet on 8x8",
+        spec("model: squeezenet1_1\ndata: {name: digits, options: {channels: 3}}\n"),
+        ["validate"],
+        "model: squeezenet1_1 cannot run on the data's input of shape (3, 8, 8)",
+    ),
     # -- data ----------------------------------------------------------------------------
     ("unknown data", spec("data: cifar100\n"), ["validate"], "data.name: unknown dataset"),
     (
@@ -185,7 +190,7 @@ CASES = [
         "npz not an npz",
         spec_npz("{train: d.npz}", **{"d.npz": "text"}),
         ["validate"],
-        "data.options.train",
+        "is not an .npz archive",
     ),
     (
         "val_fraction 1",

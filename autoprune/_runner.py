@@ -180,11 +180,9 @@ def build_compressor(
 class RunLog:
     """Send the ``autoprune`` logger to ``run.log`` (and to stderr unless quiet)."""
 
-    def __init__(self, out_dir: str, quiet: bool) -> None:
+    def __init__(self, out_dir: str, quiet: bool, name: str = "run.log") -> None:
         os.makedirs(out_dir, exist_ok=True)
-        self.handlers: list[logging.Handler] = [
-            logging.FileHandler(os.path.join(out_dir, "run.log"))
-        ]
+        self.handlers: list[logging.Handler] = [logging.FileHandler(os.path.join(out_dir, name))]
         self.handlers[0].setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         if not quiet:
             console = _TqdmHandler()
@@ -210,13 +208,17 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
-def search(spec: Spec, out_dir: str, quiet: bool = False) -> CompressionResult:
+def search(spec: Spec, out_dir: str, quiet: bool = False, workers: int = 1) -> CompressionResult:
     """Run a spec's whole job into ``out_dir``; returns the result (also saved there).
 
     The pre-flight (:mod:`autoprune._preflight`) runs first: a fault in anything the spec
     names stops the run before any training. The directory is locked for the run
     (:class:`~autoprune._lock.RunLock`). Interrupted (Ctrl-C), the trials done so far are
     written to ``trials.csv`` and :class:`Interrupted` is raised.
+
+    ``workers`` > 1 starts that many less one worker processes (:func:`work`) once the
+    baseline is ready, each on its share of the CPU threads, to score trials of the same
+    study beside this process, which alone prepares the search and finishes it.
     """
     from ._lock import RunLock
     from ._preflight import preflight
@@ -232,10 +234,13 @@ def search(spec: Spec, out_dir: str, quiet: bool = False) -> CompressionResult:
         )
         model = build_model(spec, data, out_dir, progress=not quiet)
         compressor = build_compressor(spec, model, data, out_dir, progress=not quiet)
+        helpers = _start_workers(spec, out_dir, workers)
         try:
             result = compressor.run()
         except KeyboardInterrupt:
             raise Interrupted(_save_trials_so_far(compressor, out_dir)) from None
+        finally:
+            _stop_workers(helpers)
         sens = result.settings.sensitivity
         if sens:
             atomic_write(
@@ -247,6 +252,65 @@ def search(spec: Spec, out_dir: str, quiet: bool = False) -> CompressionResult:
             md, page = build(out_dir)
             logger.info(f"report: {page}")
     return result
+
+
+def work(spec: Spec, out_dir: str, quiet: bool = False) -> int:
+    """Score trials of the study a coordinator (:func:`search` on the same storage and study)
+    prepares and finishes; returns how many this process completed.
+
+    The baseline must be at hand: ``model.checkpoint``, or the coordinator's cached
+    baseline in ``out_dir``. A worker logs to ``worker-<host>-<pid>.log`` and takes no lock.
+    """
+    import socket
+
+    from ._preflight import preflight
+
+    preflight(spec, out_dir)
+    name = f"worker-{socket.gethostname()}-{os.getpid()}.log"
+    with RunLog(out_dir, quiet, name):
+        data = build_data(spec)
+        if not spec.resolved["model"].get("checkpoint") and not os.path.isfile(
+            baseline_cache(spec, data, out_dir)
+        ):
+            raise ConfigError(
+                "--worker: there is no trained baseline to score trials against; give "
+                "model.checkpoint, or let the coordinator (autoprune search without --worker) "
+                f"train it in {out_dir} first"
+            )
+        model = build_model(spec, data, out_dir, progress=False)
+        compressor = build_compressor(spec, model, data, out_dir, progress=not quiet)
+        try:
+            return compressor.work()
+        except KeyboardInterrupt:
+            raise Interrupted(
+                "worker interrupted; the trials it completed are in the study"
+            ) from None
+
+
+def _start_workers(spec: Spec, out_dir: str, workers: int) -> list:
+    """``workers - 1`` worker processes on this machine, the CPU threads shared out."""
+    import subprocess
+
+    if workers <= 1:
+        return []
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    torch.set_num_threads(threads)
+    resolved = os.path.join(out_dir, "spec.yaml")  # every override applied, paths absolute
+    cmd = [sys.executable, "-m", "autoprune", "search", resolved, "--out", out_dir, "--worker"]
+    cmd += ["--quiet", "--threads", str(threads)]
+    logger.info(f"workers: {workers - 1} more process(es), {threads} thread(s) each")
+    return [subprocess.Popen(cmd, stdout=subprocess.DEVNULL) for _ in range(workers - 1)]
+
+
+def _stop_workers(helpers: list) -> None:
+    """Wait for the workers (they end when the study's budget is complete), then stop any
+    still running."""
+    for proc in helpers:
+        try:
+            proc.wait(timeout=60)
+        except Exception:
+            proc.kill()
+            proc.wait()
 
 
 class Interrupted(KeyboardInterrupt):

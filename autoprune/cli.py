@@ -112,6 +112,20 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run a finished run's last stages again (default: report that it is complete)",
     )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="score trials in K processes on this machine, the CPU threads shared out (default: 1)",
+    )
+    p.add_argument(
+        "--worker",
+        action="store_true",
+        help="only score trials of the study that another autoprune search on the same "
+        "--storage and --study prepares and finishes (docs/operations.md)",
+    )
+    p.add_argument("--threads", type=_positive_int, metavar="N", help="PyTorch CPU threads")
 
 
 def _add_sensitivity(sub: argparse._SubParsersAction) -> None:
@@ -251,12 +265,20 @@ def cmd_search(args: argparse.Namespace) -> int:
     out_dir = args.out or s.resolved["output"]["dir"]
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConfigError(f"argument --out: {out_dir} is a file; give a directory for the run")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        if args.workers > 1:
+            raise ConfigError("argument --workers: a --worker is one process; drop one of them")
+        done = runner.work(s, out_dir, quiet=args.quiet)
+        print(f"worker: {done} trial(s) completed here")
+        return 0
     finished = None if args.force else _finished(out_dir, s.to_yaml())
     if finished is not None:
         print(f"{out_dir} is complete: it ran this spec to the end (--force runs it again)")
         result = finished
     else:
-        result = runner.search(s, out_dir, quiet=args.quiet)
+        result = runner.search(s, out_dir, quiet=args.quiet, workers=args.workers)
     print(result.summary())
     for note in result.notes:
         print(f"note: {note}")

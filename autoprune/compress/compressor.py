@@ -88,6 +88,7 @@ from .study import (
     run_trials,
     samplers,
     trial_row,
+    worker_id,
 )
 
 
@@ -275,6 +276,46 @@ class Compressor:
             + ", ".join(f"{k} {v:.3g}x" for k, v in final.items())
         )
         return result
+
+    def work(self, poll: float = 2.0) -> int:
+        """Run trials of a study that another process prepares and finishes (its
+        coordinator: a :meth:`run` on the same ``storage`` and ``study_name``), until the
+        study holds ``n_trials`` complete; returns how many this process completed.
+
+        Start any number of workers, on any machines that reach the storage: the study's
+        first ``n_trials`` trials to start take the budget, so it ends with exactly that
+        many complete, and only the coordinator recovers, measures and saves a result.
+        """
+        url = self.storage_url()
+        if url is None:
+            raise ConfigError("storage: a worker needs the shared study's storage URL")
+        seed_everything(self.seed)
+        ctx, _ = self._baseline()
+        units = build_units(self.scheme, ctx.original, ctx.example_input, self.bounds)
+        directions = [o.direction for o in self.objectives]
+        # its own random stream: workers seeded alike would propose the same trials
+        sampler = make_sampler(self.sampler, self.seed + os.getpid())
+        study, _ = open_study(url, self.study_name, directions, sampler, study_setup(self, units))
+        waited = False
+        while study.user_attrs.get("prepared") is None:
+            if not waited:
+                self.log(f"worker: waiting for the coordinator to prepare {self.study_name!r}")
+                waited = True
+            time.sleep(poll)
+            study = optuna.load_study(study_name=self.study_name, storage=url)
+            study.sampler = sampler
+        prep = Preparation.from_dict(study.user_attrs["prepared"])
+        before = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
+        scorer = ProxyScorer(ctx, self.proxy, ctx.eps, self.budget.trial_timeout)
+        self._search(ctx, study, prep, scorer, TimeBudget(time.perf_counter(), None))
+        me = worker_id()
+        mine = [
+            t
+            for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("worker") == me
+        ]
+        self.log(f"worker: {len(mine)} trial(s) completed here; the study had {before} before")
+        return len(mine)
 
     # -- stages -------------------------------------------------------------------------
     def _baseline(self) -> tuple[RunContext, Measurements]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -155,22 +157,49 @@ class TrialOutcome:
     attrs: dict[str, Any]
 
 
+def worker_id() -> str:
+    """This process, as a study's trials record who scored them: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def surplus(trial: optuna.Trial, n_trials: int | None) -> bool:
+    """Whether ``n_trials`` are already complete or under way in trials numbered before
+    this one: in a study several workers share, the first ``n_trials`` to start take the
+    budget, so the study ends with exactly that many complete."""
+    if n_trials is None:
+        return False
+    states = (TrialState.COMPLETE, TrialState.RUNNING)
+    ahead = sum(
+        1
+        for t in trial.study.get_trials(deepcopy=False, states=states)
+        if t.state == TrialState.COMPLETE or t.number < trial.number
+    )
+    return ahead >= n_trials
+
+
 def _objective(
     space: SearchSpace,
     evaluate: Callable[[dict[str, float]], TrialOutcome],
     tau: float,
     directions: Sequence[str],
     penalise: bool,
+    n_trials: int | None = None,
 ) -> Callable[[optuna.Trial], float | list[float]]:
     """The function Optuna calls per trial: suggest, evaluate, record, return the values.
 
     The drop over ``tau`` is the trial's constraint; with ``penalise`` (samplers that do
     not read constraints), an infeasible trial's values are worsened by how far it is over.
+    A trial beyond the budget (:func:`surplus`) is pruned unscored.
     """
 
     def objective(trial: optuna.Trial) -> float | list[float]:
+        if surplus(trial, n_trials):
+            trial.set_user_attr("surplus", True)
+            time.sleep(1.0)  # other workers' trials are finishing the budget
+            raise optuna.TrialPruned("the trial budget is taken by other workers")
         sparsities = space.suggest(trial)
         trial.set_user_attr("sparsities", sparsities)
+        trial.set_user_attr("worker", worker_id())
         try:
             out = evaluate(sparsities)
         except TrialFault as fault:  # recorded as failed, with the reason; the search goes on
@@ -256,13 +285,18 @@ def run_trials(
         return
     bar = tqdm(total=remaining, desc="search", disable=not progress, leave=False, unit="trial")
     objective = _objective(
-        space, evaluate, tau, directions, penalise=sampler_name not in CONSTRAINT_AWARE
+        space,
+        evaluate,
+        tau,
+        directions,
+        penalise=sampler_name not in CONSTRAINT_AWARE,
+        n_trials=n_trials,
     )
 
     failures = _Failures(max_failures, log)
 
     def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
-        if failures.count(study, frozen):
+        if frozen.state == TrialState.PRUNED or failures.count(study, frozen):
             return
         bar.update(1)
         if log is not None and describe is not None:

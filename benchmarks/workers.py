@@ -6,7 +6,7 @@ completed per minute between the first trial's start and the last one's end. Eac
 gets cores / K PyTorch threads. The trials are made slow enough (a ResNet-10 candidate
 fine-tuned on digits for several epochs) that the workers' start-up is small beside them.
 
-    python benchmarks/workers.py [--workers 1 2] [--trials 16]
+    python benchmarks/workers.py [--workers 1 2] [--trials 30]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ objective: {minimize: macs}
 eps: 0.05
 search:
   trials: TRIALS
-  evaluation: {calibrate: false, finetune_epochs: 2, bn_batches: 4}
+  evaluation: {calibrate: false, finetune_epochs: 4, bn_batches: 4}
   max_attempts: 1
   refine: 0
 recovery: {finetune: {epochs: 0.2}}
@@ -74,7 +74,7 @@ def run(workers: int, trials: int, root: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=30)
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="autoprune-workers-")
     rows = []

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,6 +60,22 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
+def inference(model: nn.Module, x: torch.Tensor) -> Any:
+    """``model(x)`` in eval mode without gradients, the model's mode put back after.
+
+    >>> net = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5)).train()
+    >>> inference(net, torch.ones(1, 3)).shape, net.training
+    (torch.Size([1, 2]), True)
+    """
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        model.train(was)
+
+
 def evaluate(model: nn.Module, loader: Iterable, *, max_batches: int | None = None) -> EvalResult:
     """Top-1 accuracy and mean cross-entropy of ``model`` on ``loader`` (eval mode)."""
     was = model.training

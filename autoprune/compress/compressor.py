@@ -46,7 +46,7 @@ from ..objectives import Objective, as_objectives, deployment_of
 from ..plan import get_plan
 from ..recovery import FineTune, Recovery
 from ..schemes import FilterPrune, Scheme
-from ..training import evaluate, seed_everything
+from ..training import evaluate, inference, seed_everything
 from .bounds import Bounds, build_units
 from .context import (
     AccuracyFn,
@@ -372,8 +372,7 @@ class Compressor:
     def _usable(self, original: nn.Module, x: torch.Tensor, base: float) -> None:
         """A model worth compressing: finite outputs and, under top-1 accuracy, better than
         chance (a search keeps the accuracy a model has; it cannot make one)."""
-        with torch.no_grad():
-            out = original(x)
+        out = inference(original, x)
         if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
             raise ConfigError(
                 "model: its outputs are NaN or inf on the data's first input; check its "

@@ -19,7 +19,7 @@ from ..errors import TrialFault
 from ..plan import Plan, get_plan
 from ..recovery.base import epoch_steps
 from ..schemes import Scheme, materialize
-from ..training import recalibrate_bn, train
+from ..training import inference, recalibrate_bn, train
 from .context import Limited, RunContext
 from .options import ProxyOptions
 from .space import plan_key
@@ -73,13 +73,7 @@ def quick_tune(
 
 def _finite_outputs(model: nn.Module, x: torch.Tensor) -> None:
     """A :class:`~autoprune.errors.TrialFault` when the model's outputs are NaN or inf."""
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        model.train(was)
+    out = inference(model, x)
     if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
         raise TrialFault("the candidate's outputs are NaN or inf after its fine-tuning")
 

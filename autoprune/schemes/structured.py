@@ -30,6 +30,7 @@ from .._structure import CONV, Group, StructureGraph
 from ..criteria import channel_criteria, channel_scores, check_criterion
 from ..errors import ConfigError, ModelError, PruningError
 from ..plan import GroupPlan, Plan, get_plan, set_plan
+from ..training import inference
 from .base import Pruning, Sparsity, count_to_remove, lowest, matches, resolve_sparsity, schemes
 
 
@@ -362,13 +363,7 @@ class Materialized:
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        model.train(was)
+    out = inference(model, x)
     if isinstance(out, torch.Tensor):
         return out
     if isinstance(out, dict):

@@ -211,8 +211,9 @@ class _TqdmHandler(logging.Handler):
 def search(spec: Spec, out_dir: str, quiet: bool = False, workers: int = 1) -> CompressionResult:
     """Run a spec's whole job into ``out_dir``; returns the result (also saved there).
 
-    The pre-flight (:mod:`autoprune._preflight`) runs first: a fault in anything the spec
-    names stops the run before any training. The directory is locked for the run
+    Run the pre-flight (:func:`autoprune._preflight.preflight`) first, as the command line
+    does, so that a fault in anything the spec names stops before any training. The
+    directory is locked for the run
     (:class:`~autoprune._lock.RunLock`). Interrupted (Ctrl-C), the trials done so far are
     written to ``trials.csv`` and :class:`Interrupted` is raised.
 
@@ -221,9 +222,7 @@ def search(spec: Spec, out_dir: str, quiet: bool = False, workers: int = 1) -> C
     study beside this process, which alone prepares the search and finishes it.
     """
     from ._lock import RunLock
-    from ._preflight import preflight
 
-    preflight(spec, out_dir)
     with RunLock(out_dir), RunLog(out_dir, quiet):
         atomic_write(os.path.join(out_dir, "spec.yaml"), spec.to_yaml().encode())
         logger.info(f"autoprune search {spec.source or ''} -> {out_dir}")
@@ -260,12 +259,10 @@ def work(spec: Spec, out_dir: str, quiet: bool = False) -> int:
 
     The baseline must be at hand: ``model.checkpoint``, or the coordinator's cached
     baseline in ``out_dir``. A worker logs to ``worker-<host>-<pid>.log`` and takes no lock.
+    Run the pre-flight first, as for :func:`search`.
     """
     import socket
 
-    from ._preflight import preflight
-
-    preflight(spec, out_dir)
     name = f"worker-{socket.gethostname()}-{os.getpid()}.log"
     with RunLog(out_dir, quiet, name):
         data = build_data(spec)

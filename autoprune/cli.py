@@ -267,6 +267,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise ConfigError(f"argument --out: {out_dir} is a file; give a directory for the run")
     if args.threads:
         torch.set_num_threads(args.threads)
+    from ._preflight import preflight
+
+    preflight(s, out_dir)  # before any training: everything the spec names, tried once
     if args.worker:
         if args.workers > 1:
             raise ConfigError("argument --workers: a --worker is one process; drop one of them")

@@ -59,7 +59,6 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-@torch.no_grad()
 def inference(model: nn.Module, x: torch.Tensor) -> Any:
     """``model(x)`` in eval mode without gradients, the model's mode put back after.
 
@@ -76,6 +75,7 @@ def inference(model: nn.Module, x: torch.Tensor) -> Any:
         model.train(was)
 
 
+@torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, max_batches: int | None = None) -> EvalResult:
     """Top-1 accuracy and mean cross-entropy of ``model`` on ``loader`` (eval mode)."""
     was = model.training

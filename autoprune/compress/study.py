@@ -15,9 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,24 +187,29 @@ def _objective(
     directions: Sequence[str],
     penalise: bool,
     n_trials: int | None = None,
+    interrupts: _Interrupts | None = None,
 ) -> Callable[[optuna.Trial], float | list[float]]:
     """The function Optuna calls per trial: suggest, evaluate, record, return the values.
 
     The drop over ``tau`` is the trial's constraint; with ``penalise`` (samplers that do
     not read constraints), an infeasible trial's values are worsened by how far it is over.
-    A trial beyond the budget (:func:`surplus`) is pruned unscored.
+    A trial beyond the budget (:func:`surplus`) is pruned unscored. Only the scoring may be
+    stopped by Ctrl-C at once (``interrupts``); never a write to the storage.
     """
+    interrupts = interrupts or _Interrupts()
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         if surplus(trial, n_trials):
             trial.set_user_attr("surplus", True)
-            time.sleep(1.0)  # other workers' trials are finishing the budget
+            with interrupts.stoppable():
+                time.sleep(1.0)  # other workers' trials are finishing the budget
             raise optuna.TrialPruned("the trial budget is taken by other workers")
         sparsities = space.suggest(trial)
         trial.set_user_attr("sparsities", sparsities)
         trial.set_user_attr("worker", worker_id())
         try:
-            out = evaluate(sparsities)
+            with interrupts.stoppable():
+                out = evaluate(sparsities)
         except TrialFault as fault:  # recorded as failed, with the reason; the search goes on
             trial.set_user_attr("fault", str(fault))
             return float("nan") if len(directions) == 1 else [float("nan")] * len(directions)
@@ -221,6 +229,44 @@ def _objective(
         return values[0] if len(values) == 1 else values
 
     return objective
+
+
+class _Interrupts:
+    """Ctrl-C during the trials, taken where it is safe: inside a trial's scoring it stops
+    the trial at once (Optuna records it as failed); during Optuna's own bookkeeping (a
+    write to the storage) it is held until the trial is recorded, then stops the study."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.in_trial = False
+        self.previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        if self.in_trial:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.requested and exc[0] is None:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def stoppable(self) -> Iterator[None]:
+        """A region that Ctrl-C may stop at once (scoring: no storage write inside)."""
+        if self.requested:
+            raise KeyboardInterrupt
+        self.in_trial = True
+        try:
+            yield
+        finally:
+            self.in_trial = False
 
 
 class _Failures:
@@ -284,6 +330,7 @@ def run_trials(
     if remaining == 0:
         return
     bar = tqdm(total=remaining, desc="search", disable=not progress, leave=False, unit="trial")
+    interrupts = _Interrupts()
     objective = _objective(
         space,
         evaluate,
@@ -291,11 +338,14 @@ def run_trials(
         directions,
         penalise=sampler_name not in CONSTRAINT_AWARE,
         n_trials=n_trials,
+        interrupts=interrupts,
     )
 
     failures = _Failures(max_failures, log)
 
     def after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        if interrupts.requested:
+            study.stop()
         if frozen.state == TrialState.PRUNED or failures.count(study, frozen):
             return
         bar.update(1)
@@ -309,15 +359,16 @@ def run_trials(
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are logged above
     try:
-        study.optimize(
-            objective,
-            n_trials=None,  # MaxTrialsCallback counts completed trials; failed ones do not
-            # use up the budget (max_failures of them in a row end the search)
-            timeout=timeout,
-            callbacks=callbacks,
-            catch=(),
-            gc_after_trial=False,
-        )
+        with interrupts:
+            study.optimize(
+                objective,
+                n_trials=None,  # MaxTrialsCallback counts completed trials; failed ones do
+                # not use up the budget (max_failures of them in a row end the search)
+                timeout=timeout,
+                callbacks=callbacks,
+                catch=(),
+                gc_after_trial=False,
+            )
     finally:
         optuna.logging.set_verbosity(verbosity)
         bar.close()

@@ -307,7 +307,7 @@ class Compressor:
         prep = Preparation.from_dict(study.user_attrs["prepared"])
         before = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
         scorer = ProxyScorer(ctx, self.proxy, ctx.eps, self.budget.trial_timeout)
-        self._search(ctx, study, prep, scorer, TimeBudget(time.perf_counter(), None))
+        self._search(ctx, study, prep, scorer, TimeBudget(time.perf_counter(), self.budget.timeout))
         me = worker_id()
         mine = [
             t

@@ -295,15 +295,15 @@ class Compressor:
         directions = [o.direction for o in self.objectives]
         # its own random stream: workers seeded alike would propose the same trials
         sampler = make_sampler(self.sampler, self.seed + os.getpid())
-        study, _ = open_study(url, self.study_name, directions, sampler, study_setup(self, units))
+        setup = study_setup(self, units)
+        study, _ = open_study(url, self.study_name, directions, sampler, setup)
         waited = False
         while study.user_attrs.get("prepared") is None:
             if not waited:
                 self.log(f"worker: waiting for the coordinator to prepare {self.study_name!r}")
                 waited = True
             time.sleep(poll)
-            study = optuna.load_study(study_name=self.study_name, storage=url)
-            study.sampler = sampler
+            study, _ = open_study(url, self.study_name, directions, sampler, setup)
         prep = Preparation.from_dict(study.user_attrs["prepared"])
         before = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
         scorer = ProxyScorer(ctx, self.proxy, ctx.eps, self.budget.trial_timeout)

@@ -95,6 +95,34 @@ def fingerprint(setup: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _create(
+    storage: str | None,
+    study_name: str,
+    directions: Sequence[str],
+    sampler: optuna.samplers.BaseSampler,
+    attempts: int = 5,
+) -> optuna.Study:
+    """``optuna.create_study(load_if_exists=True)``, tried again a few times: processes that
+    open a new database at once race to create its tables, and all but one fail once."""
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(
+                storage=storage,
+                study_name=study_name,
+                directions=[str(d) for d in directions],  # type: ignore[misc]
+                sampler=sampler,
+                load_if_exists=True,
+            )
+        except ValueError as exc:  # e.g. other directions than the stored study
+            raise ConfigError(f"search.storage: cannot open study {study_name!r}: {exc}") from None
+        except Exception as exc:  # a bad URL, a locked file, a race to create the tables
+            if attempt == attempts - 1:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise ConfigError(f"search.storage: cannot open {storage!r}: {first}") from None
+            time.sleep(0.5 + attempt)
+    raise AssertionError  # pragma: no cover
+
+
 def open_study(
     storage: str | None,
     study_name: str,
@@ -108,18 +136,7 @@ def open_study(
     eps, ...), else the error says to pick another name or directory.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.create_study(
-            storage=storage,
-            study_name=study_name,
-            directions=[str(d) for d in directions],  # type: ignore[misc]
-            sampler=sampler,
-            load_if_exists=True,
-        )
-    except ValueError as exc:  # e.g. other directions than the stored study
-        raise ConfigError(f"search.storage: cannot open study {study_name!r}: {exc}") from None
-    except Exception as exc:  # a bad URL, a locked or unreadable file
-        raise ConfigError(f"search.storage: cannot open {storage!r}: {exc}") from None
+    study = _create(storage, study_name, directions, sampler)
     digest = fingerprint(setup)
     stored = study.user_attrs.get("fingerprint")
     resumed = stored is not None

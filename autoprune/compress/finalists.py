@@ -14,6 +14,7 @@ its sparsity.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,13 @@ def recover_finalists(
             ctx.log(f"{attempt.label} was recovered during calibration; reusing that model")
         elif tried >= max_attempts:
             continue
+        elif attempt.number is None and _removes_nothing(ctx, attempt.sparsities):
+            out.notes.append(
+                f"{attempt.label} removes nothing once channel counts are rounded "
+                "(round_to); not recovered"
+            )
+            ctx.log(out.notes[-1])
+            continue
         elif tried and finalists.fallback and not budget.fits(need):
             ctx.log(
                 f"{attempt.label} is not recovered: the time left is less than about "
@@ -205,6 +213,16 @@ def recover_finalists(
             out.notes.append("no plan kept accuracy within eps after recovery")
         out.notes.append("the original model is returned, uncompressed (not feasible)")
     return out
+
+
+def _removes_nothing(ctx: RunContext, sparsities: Mapping[str, float]) -> bool:
+    """Whether the scheme, at ``sparsities``, removes nothing from the original (a plan
+    scaled down below one multiple of ``round_to`` in every group)."""
+    model = copy.deepcopy(ctx.original)
+    plan = ctx.scheme.with_sparsities(sparsities).apply(model, ctx.example_input)
+    removed = sum(len(g.removed) for g in plan.groups.values())
+    removed += sum(e.removed for e in plan.layers)
+    return removed == 0 and not plan.quantized
 
 
 def remeasure(

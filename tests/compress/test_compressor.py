@@ -465,3 +465,22 @@ def test_a_broken_or_untrained_model_is_refused_before_the_search(trained, data)
     fresh = ap.create_model("small_cnn", data.num_classes, data.input_shape, width=8)
     with pytest.raises(ConfigError, match=r"is at chance level for 10 classes"):
         compressor(fresh, data).run()
+
+
+def test_a_scaled_down_plan_that_rounds_to_nothing_is_not_a_result(trained, data):
+    full = ap.metrics.count_params(trained).nonzero
+
+    def fp16_fragile(model, loader):  # pruned models lose everything in float16
+        half = next(model.parameters()).dtype == torch.float16
+        pruned = ap.metrics.count_params(model).nonzero < full
+        return 0.0 if half and pruned else ap.evaluate(model, loader).accuracy
+
+    # a timed run on the CPU rounds kept channels (round_to "auto"): trial 0's plan (0.25
+    # of each group) at 0.6x keeps every channel of these 8- and 16-channel groups
+    fp16 = O.Maximize(O.Throughput(16, dtype="float16", rounds=2, careful_rounds=3))
+    run = compressor(trained, data, objective=fp16, accuracy=fp16_fragile, n_trials=3).run()
+    assert not run.feasible  # not the original passed off as a compressed model
+    assert any(
+        "at 0.6x its sparsity removes nothing once channel counts are rounded" in n
+        for n in run.notes
+    )

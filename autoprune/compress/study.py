@@ -314,6 +314,32 @@ class _Failures:
             )
 
 
+def _optimize(
+    study: optuna.Study,
+    objective: Callable[[optuna.Trial], Any],
+    timeout: float | None,
+    callbacks: list[Any],
+    interrupts: _Interrupts,
+) -> None:
+    """``study.optimize`` until a callback stops it (failed trials do not use up the
+    budget), Ctrl-C taken where it is safe, Optuna's own per-trial warnings quiet (failed
+    trials are logged by the callbacks)."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        with interrupts:
+            study.optimize(
+                objective,
+                n_trials=None,  # MaxTrialsCallback counts completed trials
+                timeout=timeout,
+                callbacks=callbacks,
+                catch=(),
+                gc_after_trial=False,
+            )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
 def run_trials(
     study: optuna.Study,
     space: SearchSpace,
@@ -373,21 +399,9 @@ def run_trials(
     if n_trials is not None:
         callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,)))
     start = time.perf_counter()
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials are logged above
     try:
-        with interrupts:
-            study.optimize(
-                objective,
-                n_trials=None,  # MaxTrialsCallback counts completed trials; failed ones do
-                # not use up the budget (max_failures of them in a row end the search)
-                timeout=timeout,
-                callbacks=callbacks,
-                catch=(),
-                gc_after_trial=False,
-            )
+        _optimize(study, objective, timeout, callbacks, interrupts)
     finally:
-        optuna.logging.set_verbosity(verbosity)
         bar.close()
     failures.check()
     if log is not None:

@@ -376,14 +376,20 @@ def test_a_timing_never_ends_below_the_most_pruned_held_calibration_plan(trained
     assert chosen["warm_start"] == (0.875 if noisy else 0.75)
 
 
-def test_a_plan_must_hold_eps_in_the_deployed_dtype_too(trained, data):
+def _fp16_fragile(trained):
+    """An accuracy under which pruned models lose everything in float16."""
     full = ap.metrics.count_params(trained).nonzero
 
-    def fp16_fragile(model, loader):  # pruned models lose everything in float16
+    def accuracy(model, loader):
         half = next(model.parameters()).dtype == torch.float16
         pruned = ap.metrics.count_params(model).nonzero < full
         return 0.0 if half and pruned else ap.evaluate(model, loader).accuracy
 
+    return accuracy
+
+
+def test_a_plan_must_hold_eps_in_the_deployed_dtype_too(trained, data):
+    fp16_fragile = _fp16_fragile(trained)
     fp16 = O.Maximize(O.Throughput(16, dtype="float16", rounds=2, careful_rounds=3))
     exact = ap.FilterPrune(round_to=1)  # every finalist removes something
     args = dict(accuracy=fp16_fragile, n_trials=3, scheme=exact)
@@ -468,13 +474,7 @@ def test_a_broken_or_untrained_model_is_refused_before_the_search(trained, data)
 
 
 def test_a_scaled_down_plan_that_rounds_to_nothing_is_not_a_result(trained, data):
-    full = ap.metrics.count_params(trained).nonzero
-
-    def fp16_fragile(model, loader):  # pruned models lose everything in float16
-        half = next(model.parameters()).dtype == torch.float16
-        pruned = ap.metrics.count_params(model).nonzero < full
-        return 0.0 if half and pruned else ap.evaluate(model, loader).accuracy
-
+    fp16_fragile = _fp16_fragile(trained)
     # a timed run on the CPU rounds kept channels (round_to "auto"): trial 0's plan (0.25
     # of each group) at 0.6x keeps every channel of these 8- and 16-channel groups
     fp16 = O.Maximize(O.Throughput(16, dtype="float16", rounds=2, careful_rounds=3))

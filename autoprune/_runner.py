@@ -23,7 +23,7 @@ from torch import nn
 from . import objectives
 from ._backends import resolve_device
 from ._io import atomic_write
-from .compress import CompressionResult, Compressor
+from .compress import CompressionResult, Compressor, Work
 from .data import Data, load_data
 from .errors import ConfigError
 from .models import create_model, load_checkpoint
@@ -240,22 +240,49 @@ def search(spec: Spec, out_dir: str, quiet: bool = False, workers: int = 1) -> C
             raise Interrupted(_save_trials_so_far(compressor, out_dir)) from None
         finally:
             _stop_workers(helpers)
-        sens = result.settings.sensitivity
-        if sens:
-            atomic_write(
-                os.path.join(out_dir, "sensitivity.json"), json.dumps(sens, indent=2).encode()
-            )
-        if spec.resolved["output"]["report"]:
-            from .report import build
-
-            md, page = build(out_dir)
-            logger.info(f"report: {page}")
+        _outputs(spec, out_dir, result)
     return result
 
 
-def work(spec: Spec, out_dir: str, quiet: bool = False) -> int:
+def _outputs(spec: Spec, out_dir: str, result: CompressionResult) -> None:
+    """Beside a result this process made: the sensitivity analysis and the report (a result
+    loaded from the process that finalized the study has them from that process)."""
+    if result.directory is not None:
+        return
+    sens = result.settings.sensitivity
+    if sens:
+        atomic_write(os.path.join(out_dir, "sensitivity.json"), json.dumps(sens, indent=2).encode())
+    if spec.resolved["output"]["report"]:
+        from .report import build
+
+        md, page = build(out_dir)
+        logger.info(f"report: {page}")
+
+
+def finalize(spec: Spec, out_dir: str, quiet: bool = False, force: bool = False):
+    """Finalize the spec's prepared study as it stands (``autoprune finalize``): recover the
+    finalists, measure, save the result and report into ``out_dir``; see
+    :meth:`autoprune.Compressor.finalize`. Run the pre-flight first, as for :func:`search`."""
+    from ._lock import RunLock
+
+    with RunLock(out_dir), RunLog(out_dir, quiet):
+        atomic_write(os.path.join(out_dir, "spec.yaml"), spec.to_yaml().encode())
+        logger.info(f"autoprune finalize {spec.source or ''} -> {out_dir}")
+        data = build_data(spec)
+        model = build_model(spec, data, out_dir, progress=not quiet)
+        compressor = build_compressor(spec, model, data, out_dir, progress=not quiet)
+        try:
+            result = compressor.finalize(force=force)
+        except KeyboardInterrupt:
+            raise Interrupted("finalize interrupted; run it again to finalize the study") from None
+        _outputs(spec, out_dir, result)
+    return result
+
+
+def work(spec: Spec, out_dir: str, quiet: bool = False) -> Work:
     """Score trials of the study a coordinator (:func:`search` on the same storage and study)
-    prepares and finishes; returns how many this process completed.
+    prepares; finalize it when this process is the first to claim that; returns what it did
+    (:class:`~autoprune.compress.Work`).
 
     The baseline must be at hand: ``model.checkpoint``, or the coordinator's cached
     baseline in ``out_dir``. A worker logs to ``worker-<host>-<pid>.log`` and takes no lock.
@@ -277,11 +304,14 @@ def work(spec: Spec, out_dir: str, quiet: bool = False) -> int:
         model = build_model(spec, data, out_dir, progress=False)
         compressor = build_compressor(spec, model, data, out_dir, progress=not quiet)
         try:
-            return compressor.work()
+            done = compressor.work()
         except KeyboardInterrupt:
             raise Interrupted(
                 "worker interrupted; the trials it completed are in the study"
             ) from None
+        if done.result is not None:
+            _outputs(spec, out_dir, done.result)
+    return done
 
 
 def _start_workers(spec: Spec, out_dir: str, workers: int) -> list:

@@ -1,6 +1,7 @@
 """The ``autoprune`` command (``python -m autoprune`` is the same).
 
-Commands: ``search``, ``sensitivity``, ``report``, ``validate``, ``export`` and ``demo``.
+Commands: ``search``, ``finalize``, ``sensitivity``, ``report``, ``validate``, ``export``
+and ``demo``.
 Errors a user can cause print one line and exit with status 2.
 """
 
@@ -18,7 +19,7 @@ import torch
 
 from . import __version__, _demo
 from .deployment import Deployment
-from .errors import AutopruneError, ConfigError
+from .errors import AutopruneError, ConfigError, FinalizedElsewhere
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     _add_search(sub)
+    _add_finalize(sub)
     _add_sensitivity(sub)
     _add_report(sub)
     _add_validate(sub)
@@ -126,6 +128,26 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
         "--storage and --study prepares and finishes (docs/operations.md)",
     )
     p.add_argument("--threads", type=_positive_int, metavar="N", help="PyTorch CPU threads")
+
+
+def _add_finalize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finalize",
+        help="finish a search's study as it stands: recover, measure, save, report",
+        description="Finalize the spec's study as it stands, with no more trials: recover its "
+        "finalists, refine, measure and write the result and report into the run directory, "
+        "as the end of a search does. For a study whose workers ran out of time, or whose "
+        "finalizing process died. A study is finalized once at each trial count, whichever "
+        "process claims it first; a second finalize says where the result is.",
+    )
+    p.add_argument("spec", help="the YAML spec the search ran")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: the spec's output.dir)")
+    p.add_argument("--storage", metavar="URL", help="the study's Optuna storage URL")
+    p.add_argument("--study", metavar="NAME", help="the study's name (default: autoprune)")
+    p.add_argument("--data-root", metavar="DIR", help="where the spec's data files are")
+    p.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--force", action="store_true", help="finalize again a study already finalized")
 
 
 def _add_sensitivity(sub: argparse._SubParsersAction) -> None:
@@ -274,14 +296,28 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.workers > 1:
             raise ConfigError("argument --workers: a --worker is one process; drop one of them")
         done = runner.work(s, out_dir, quiet=args.quiet)
-        print(f"worker: {done} trial(s) completed here")
-        return 0
+        print(f"worker: {done.completed} trial(s) completed here")
+        if done.result is None:
+            return 0
+        print("worker: it finalized the study")
+        return _print_result(done.result, out_dir)
     finished = None if args.force else _finished(out_dir, s.to_yaml())
     if finished is not None:
         print(f"{out_dir} is complete: it ran this spec to the end (--force runs it again)")
         result = finished
     else:
         result = runner.search(s, out_dir, quiet=args.quiet, workers=args.workers)
+    return _print_result(result, out_dir)
+
+
+def _print_result(result: Any, out_dir: str) -> int:
+    """The summary, the notes and the files of a result; the exit status (1: not
+    feasible)."""
+    if result.directory is not None and os.path.abspath(result.directory) != os.path.abspath(
+        out_dir
+    ):
+        print(f"the study was finalized into {result.directory}; its result:")
+        out_dir = result.directory
     print(result.summary())
     for note in result.notes:
         print(f"note: {note}")
@@ -293,6 +329,31 @@ def cmd_search(args: argparse.Namespace) -> int:
     if warning:
         print(f"\nWARNING: {warning}")
     return 0 if result.feasible else 1
+
+
+def cmd_finalize(args: argparse.Namespace) -> int:
+    from . import _runner as runner
+    from ._preflight import preflight
+
+    overrides = {
+        key: getattr(args, flag)
+        for flag, key in (("storage", "search.storage"), ("study", "search.study"))
+        if getattr(args, flag) is not None
+    }
+    if args.device:
+        overrides["device"] = args.device
+    s = _load_spec(args, overrides)
+    out_dir = args.out or s.resolved["output"]["dir"]
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"argument --out: {out_dir} is a file; give a directory for the run")
+    preflight(s, out_dir)
+    result = runner.finalize(s, out_dir, quiet=args.quiet, force=args.force)
+    if result.directory is not None:
+        print(
+            f"the study was already finalized at this trial count, into {result.directory} "
+            "(--force finalizes it again)"
+        )
+    return _print_result(result, out_dir)
 
 
 def _finished(out_dir: str, spec_yaml: str) -> Any:
@@ -461,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     commands = {
         "search": cmd_search,
+        "finalize": cmd_finalize,
         "sensitivity": cmd_sensitivity,
         "report": cmd_report,
         "validate": cmd_validate,
@@ -469,6 +531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
+    except FinalizedElsewhere as exc:  # not a fault: the result is on another machine
+        print(f"autoprune: {exc}")
+        return 0
     except AutopruneError as exc:
         print(f"autoprune: error: {exc}", file=sys.stderr)
         return 2

@@ -35,3 +35,9 @@ class TrialFault(AutopruneError):
 
 class SearchError(AutopruneError):
     """A search cannot go on: too many trials in a row failed."""
+
+
+class FinalizedElsewhere(AutopruneError):
+    """A shared study was finalized by another process, into a run directory this machine
+    does not see; the message says who, where, and what came of it. Not a fault: the
+    command line prints it and exits 0."""

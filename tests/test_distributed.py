@@ -110,11 +110,16 @@ def test_three_workers_share_one_study_exactly(postgres, tmp_path):
     )
     coordinator = run()
     workers = [run("--worker"), run("--worker")]
-    for proc in workers:
-        _, err = proc.communicate(timeout=900)
-        assert proc.returncode == 0, err
-    _, err = coordinator.communicate(timeout=900)
-    assert coordinator.returncode in (0, 1), err  # 1: searched, but nothing held eps
+    said = []
+    for proc in [*workers, coordinator]:
+        stdout, err = proc.communicate(timeout=900)
+        assert proc.returncode in (0, 1), err  # 1: a result, but nothing held eps
+        said.append(stdout)
+    # the worker that finalized says so; a worker that did not just ends
+    finalized_by_a_worker = sum("worker: it finalized the study" in s for s in said[:2])
+    assert finalized_by_a_worker <= 1, said
+    assert all(s.startswith("worker: ") for s in said[:2]), said
+    assert "feasible" in said[2], said[2]  # the coordinator prints the result either way
 
     study = optuna.load_study(study_name="shared", storage=postgres)
     states = collections.Counter(t.state.name for t in study.trials)
@@ -125,3 +130,8 @@ def test_three_workers_share_one_study_exactly(postgres, tmp_path):
     assert len(scored_by) >= 2, scored_by  # the trials were shared out
     results = glob.glob(str(tmp_path / "**" / "result.json"), recursive=True)
     assert results == [str(out / "result.json")]  # exactly one final result
+    # ... made once: one claim on finalizing the study at 36 trials, by one process, done
+    claims = [n for n in optuna.get_all_study_names(postgres) if n.startswith("shared:")]
+    assert sorted(claims) == ["shared:finalize:36.1", "shared:prepare.1"], claims
+    done = optuna.load_study(study_name="shared:finalize:36.1", storage=postgres).user_attrs
+    assert "done" in done and done["holder"]["out_dir"] == str(out)

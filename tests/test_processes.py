@@ -151,3 +151,69 @@ def test_trials_that_break_stop_the_search_with_one_line(tmp_path):
         "outputs are NaN or inf after its fine-tuning); check the data, the learning rates "
         "(search.evaluation.finetune_lr) and the model, or raise search.max_failures"
     ]
+
+
+def finalize(spec, out, *flags):
+    cmd = [sys.executable, "-m", "autoprune", "finalize", str(spec), "--out", str(out)]
+    return subprocess.run(
+        [*cmd, "--quiet", *flags], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_finalize_finishes_a_study_whose_search_was_killed(tmp_path):
+    spec, out = write_spec(tmp_path, trials=400), tmp_path / "run"
+    proc = start(spec, out)
+    wait_for_trials(out, 5, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "result.json").exists()
+    done = finalize(spec, out)
+    assert done.returncode in (0, 1), done.stderr
+    result = CompressionResult.load(out)  # every file matches the manifest
+    complete = sum(t.state.name == "COMPLETE" for t in study_of(out).trials)
+    assert complete >= 5 and len(result.trials) >= complete
+    claims = sorted(n for n in optuna.get_all_study_names(f"sqlite:///{out}/study.db") if ":" in n)
+    assert claims == [f"autoprune:finalize:{complete}.1", "autoprune:prepare.1"]
+    # finalized once: again, it says where the result is and changes nothing
+    before = (out / "result.json").read_bytes()
+    again = finalize(spec, out)
+    assert again.returncode == done.returncode, again.stderr
+    assert "already finalized" in again.stdout and (out / "result.json").read_bytes() == before
+    forced = finalize(spec, out, "--force")
+    assert forced.returncode in (0, 1) and "already finalized" not in forced.stdout
+    names = optuna.get_all_study_names(f"sqlite:///{out}/study.db")
+    assert f"autoprune:finalize:{complete}.2" in names
+
+
+def test_finalize_needs_a_prepared_study(tmp_path):
+    done = finalize(write_spec(tmp_path), tmp_path / "never-searched")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "autoprune: error: search.study: there is no study 'autoprune' in sqlite:///"
+        f"{tmp_path}/never-searched/study.db; give the --storage and --study its search used"
+    ]
+
+
+SLOW_PREPARATION = (
+    SPEC.replace("hidden: [32]", "hidden: [256, 128]")
+    .replace("calibrate: false", "calibrate: true")
+    .replace("finetune: {epochs: 0.2}", "finetune: {epochs: 1}")
+)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.4, 0.9, 1.6])
+def test_ctrl_c_during_the_preparation_stops_with_one_line(tmp_path, delay):
+    spec, out = tmp_path / "spec.yaml", tmp_path / "run"
+    spec.write_text(SLOW_PREPARATION.replace("TRIALS", "20"))
+    proc = start(spec, out)
+    log, deadline = out / "run.log", time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and "original: val" in log.read_text():
+            break
+        time.sleep(0.05)
+    time.sleep(delay)  # somewhere in the calibration: training, or a write to the study
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("autoprune: interrupted")

@@ -7,6 +7,7 @@ module              stage
 ``context``         the frozen :class:`RunContext` every stage reads; the time budget
 ``space``           search units (operator and range) and the Optuna parameter mapping
 ``study``           the Optuna study: sampler, constraint, storage, resume
+``claims``          preparing and finalizing a shared study exactly once
 ``proxy``           scoring a candidate cheaply (shared with the sensitivity analysis)
 ``sensitivity``     per-unit sensitivity analysis, and its options
 ``calibration``     uniform levels recovered for real: the search's threshold
@@ -22,7 +23,7 @@ module              stage
 """
 
 from .bounds import Bounds
-from .compressor import Compressor
+from .compressor import Compressor, Work
 from .measure import Measurements
 from .options import Budget, CalibrationOptions, ProxyOptions
 from .result import CompressionResult
@@ -39,6 +40,7 @@ __all__ = [
     "ProxyOptions",
     "Sensitivity",
     "SensitivityOptions",
+    "Work",
     "analyze",
     "list_samplers",
     "register_sampler",

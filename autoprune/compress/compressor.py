@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -41,13 +43,14 @@ from torch import nn
 from .. import _checks
 from .._backends import resolve_device
 from ..data import Batches, Data
-from ..errors import ConfigError
+from ..errors import ConfigError, FinalizedElsewhere
 from ..objectives import Objective, as_objectives, deployment_of
 from ..plan import get_plan
 from ..recovery import FineTune, Recovery
 from ..schemes import FilterPrune, Scheme
 from ..training import evaluate, inference, seed_everything
 from .bounds import Bounds, build_units
+from .claims import Claim, Claims
 from .context import (
     AccuracyFn,
     Limited,
@@ -88,8 +91,35 @@ from .study import (
     run_trials,
     samplers,
     trial_row,
+    uninterrupted,
     worker_id,
 )
+
+
+@dataclass
+class Work:
+    """What :meth:`Compressor.work` did: trials completed here, and the result when this
+    process finalized the study (None when another did or does)."""
+
+    completed: int
+    result: CompressionResult | None = None
+
+
+@dataclass
+class _Session:
+    """What a run, a worker and a finalization start from: the original measured, the
+    study opened, the clock started."""
+
+    ctx: RunContext
+    before: Measurements
+    study: optuna.Study
+    claims: Claims
+    scorer: ProxyScorer
+    budget: TimeBudget
+    phases: Phases
+    start: float
+    units: list
+    resumed: bool
 
 
 def top1(model: nn.Module, loader: Iterable) -> float:
@@ -230,7 +260,80 @@ class Compressor:
     # -- the run ------------------------------------------------------------------------
     def run(self) -> CompressionResult:
         """Search, recover and measure; returns a
-        :class:`~autoprune.compress.result.CompressionResult`."""
+        :class:`~autoprune.compress.result.CompressionResult`.
+
+        On a study that other processes share (:meth:`work`, or more ``run`` s on the same
+        ``storage`` and ``study_name``), the preparation and the finalization each happen
+        once (:mod:`autoprune.compress.claims`): a run that finds another process preparing
+        waits for it, and one that finds another finalizing waits and returns that result
+        (loaded from its run directory, when this machine sees it; else
+        :class:`~autoprune.errors.FinalizedElsewhere` says where it is).
+        """
+        session = self._session()
+        prep, recovered = self._prepared(session)
+        self._search(session.ctx, session.study, prep, session.scorer, session.budget)
+        session.phases["search"] = session.budget.elapsed()
+        result = self._finish(session, prep, recovered, redo=True, wait=True)
+        assert result is not None  # waiting, a run always ends with a result
+        return result
+
+    def work(self, poll: float = 2.0) -> Work:
+        """Run trials of a study that another process prepares (a :meth:`run` on the same
+        ``storage`` and ``study_name``) until it holds ``n_trials`` complete; then, when no
+        other process has claimed it yet, finalize it as :meth:`run` would.
+
+        Start any number of workers, on any machines that reach the storage: the study's
+        first ``n_trials`` trials to start take the budget, so it ends with exactly that
+        many complete, and its finalization happens once, in the first process to claim
+        it. Returns how many trials this process completed, and the result when it
+        finalized.
+        """
+        if self.storage_url() is None:
+            raise ConfigError("storage: a worker needs the shared study's storage URL")
+        session = self._session(worker=True)
+        study, waited = session.study, False
+        while study.user_attrs.get("prepared") is None:
+            if not waited:
+                self.log(f"worker: waiting for the coordinator to prepare {self.study_name!r}")
+                waited = True
+            time.sleep(poll)
+        prep = Preparation.from_dict(study.user_attrs["prepared"])
+        before = self._complete(study)
+        self._search(session.ctx, study, prep, session.scorer, session.budget)
+        session.phases["search"] = session.budget.elapsed()
+        me = worker_id()
+        mine = sum(
+            1
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if t.user_attrs.get("worker") == me
+        )
+        self.log(f"worker: {mine} trial(s) completed here; the study had {before} before")
+        result = self._finish(session, prep, {}, redo=False, wait=False)
+        return Work(completed=mine, result=result)
+
+    def finalize(self, force: bool = False) -> CompressionResult:
+        """Finalize a prepared study as it stands (no more trials): recover its finalists,
+        measure and save, as the end of :meth:`run` does. For a study whose workers ran
+        out of time, or whose finalizing process died.
+
+        A study already finalized at its present trial count returns that result (loaded
+        from its run directory) unless ``force``; one being finalized by a live process is
+        waited for.
+        """
+        session = self._session(create=False)
+        stored = session.study.user_attrs.get("prepared")
+        if stored is None:
+            raise ConfigError(
+                f"search.study: study {self.study_name!r} in {self.storage_url()} was never "
+                "prepared (its search did not start); run autoprune search first"
+            )
+        prep = Preparation.from_dict(stored)
+        result = self._finish(session, prep, {}, redo=False, wait=True, force=force)
+        assert result is not None
+        return result
+
+    def _session(self, create: bool = True, worker: bool = False) -> _Session:
+        """The original measured and the study opened: what every way in starts from."""
         phases = Phases()
         start = time.perf_counter()
         seed_everything(self.seed)
@@ -238,9 +341,91 @@ class Compressor:
             ctx, before = self._baseline()
         budget = TimeBudget(time.perf_counter(), self.budget.timeout)
         scorer = ProxyScorer(ctx, self.proxy, ctx.eps, self.budget.trial_timeout)
-        study, prep, recovered = self._prepared_study(ctx, scorer, budget, phases)
-        space = self._search(ctx, study, prep, scorer, budget)
-        phases["search"] = budget.elapsed()
+        units = build_units(self.scheme, ctx.original, ctx.example_input, self.bounds)
+        storage = self.storage_url()
+        if not create:
+            self._check_exists(storage)
+        # a resumed study, or a worker joining one, draws a fresh random stream: the seed's
+        # own would propose the trials the study already has
+        sampler = make_sampler(self.sampler, self.seed)
+        directions = [o.direction for o in self.objectives]
+        study, resumed = open_study(
+            storage, self.study_name, directions, sampler, study_setup(self, units)
+        )
+        if worker:
+            study.sampler = make_sampler(self.sampler, self.seed + os.getpid())
+        elif resumed:
+            study.sampler = make_sampler(self.sampler, self.seed + len(study.trials))
+        claims = Claims(study, self.out_dir, log=self.log)
+        return _Session(ctx, before, study, claims, scorer, budget, phases, start, units, resumed)
+
+    def _check_exists(self, storage: str | None) -> None:
+        names = optuna.get_all_study_names(storage) if storage is not None else []
+        if self.study_name not in names:
+            raise ConfigError(
+                f"search.study: there is no study {self.study_name!r} in "
+                f"{storage or 'memory'}; give the --storage and --study its search used"
+            )
+
+    @staticmethod
+    def _complete(study: optuna.Study) -> int:
+        return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+    def _finish(
+        self,
+        session: _Session,
+        prep: Preparation,
+        recovered: Mapping[tuple, nn.Module],
+        *,
+        redo: bool,
+        wait: bool,
+        force: bool = False,
+    ) -> CompressionResult | None:
+        """Finalize the study once (:mod:`.claims`): this process when it claims it first,
+        else the result of the process that did (None: not waiting for it)."""
+        complete = self._complete(session.study)
+        claim, mine = session.claims.settle(
+            f"finalize:{complete}", redo=redo, force=force, wait=wait
+        )
+        if not mine:
+            if claim is None or claim.done is None:
+                self.log(f"finalize: {claim.by if claim else 'another process'} finalizes it")
+                return None
+            return self._finalized_elsewhere(claim, complete) if wait else None
+        assert claim is not None
+        with session.claims.holding(claim):
+            result = self._finalized(session, prep, recovered)
+        session.claims.finish(
+            claim,
+            {
+                "feasible": result.feasible,
+                "objectives": result.objectives,
+                "chosen_trial": result.chosen_trial,
+            },
+        )
+        return result
+
+    def _finalized_elsewhere(self, claim: Claim, complete: int) -> CompressionResult:
+        where = claim.holder.get("out_dir")
+        done = claim.done or {}
+        here = claim.holder.get("host") == socket.gethostname()
+        if where and here and os.path.isfile(os.path.join(where, "result.json")):
+            self.log(f"finalize: done by {claim.by} into {where}")
+            return CompressionResult.load(where)
+        got = ", ".join(f"{k} {v:.3g}x" for k, v in (done.get("objectives") or {}).items())
+        raise FinalizedElsewhere(
+            f"study {self.study_name!r} was finalized at {complete} complete trials by "
+            f"{claim.by} into {where} on that machine "
+            f"({'feasible' if done.get('feasible') else 'not feasible'}"
+            f"{': ' + got if got else ''}); its result and report are there"
+        )
+
+    def _finalized(
+        self, session: _Session, prep: Preparation, recovered: Mapping[tuple, nn.Module]
+    ) -> CompressionResult:
+        """The finalists recovered, the plan refined, the model measured and saved."""
+        ctx, study, budget, phases = session.ctx, session.study, session.budget, session.phases
+        space = self._space(prep)
         with phases.timed("recovery"):
             order, outcome, notes = self._finalists(ctx, study, prep, recovered, budget)
         refinement = Refinement()
@@ -251,13 +436,13 @@ class Compressor:
             notes += refinement.notes(outcome.chosen, params)
         compressed, after_val = self._compressed(ctx, outcome, refinement)
         with phases.timed("measure"):
-            after, final = measure_final(ctx, compressed, before, after_val)
-        phases["total"] = time.perf_counter() - start
+            after, final = measure_final(ctx, compressed, session.before, after_val)
+        phases["total"] = time.perf_counter() - session.start
         result = CompressionResult(
             model=compressed,
             plan=get_plan(compressed),
             feasible=outcome.recovered is not None,
-            before=before,
+            before=session.before,
             after=after,
             objectives=final,
             study=study,
@@ -276,46 +461,6 @@ class Compressor:
             + ", ".join(f"{k} {v:.3g}x" for k, v in final.items())
         )
         return result
-
-    def work(self, poll: float = 2.0) -> int:
-        """Run trials of a study that another process prepares and finishes (its
-        coordinator: a :meth:`run` on the same ``storage`` and ``study_name``), until the
-        study holds ``n_trials`` complete; returns how many this process completed.
-
-        Start any number of workers, on any machines that reach the storage: the study's
-        first ``n_trials`` trials to start take the budget, so it ends with exactly that
-        many complete, and only the coordinator recovers, measures and saves a result.
-        """
-        url = self.storage_url()
-        if url is None:
-            raise ConfigError("storage: a worker needs the shared study's storage URL")
-        seed_everything(self.seed)
-        ctx, _ = self._baseline()
-        units = build_units(self.scheme, ctx.original, ctx.example_input, self.bounds)
-        directions = [o.direction for o in self.objectives]
-        # its own random stream: workers seeded alike would propose the same trials
-        sampler = make_sampler(self.sampler, self.seed + os.getpid())
-        setup = study_setup(self, units)
-        study, _ = open_study(url, self.study_name, directions, sampler, setup)
-        waited = False
-        while study.user_attrs.get("prepared") is None:
-            if not waited:
-                self.log(f"worker: waiting for the coordinator to prepare {self.study_name!r}")
-                waited = True
-            time.sleep(poll)
-            study, _ = open_study(url, self.study_name, directions, sampler, setup)
-        prep = Preparation.from_dict(study.user_attrs["prepared"])
-        before = sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
-        scorer = ProxyScorer(ctx, self.proxy, ctx.eps, self.budget.trial_timeout)
-        self._search(ctx, study, prep, scorer, TimeBudget(time.perf_counter(), self.budget.timeout))
-        me = worker_id()
-        mine = [
-            t
-            for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs.get("worker") == me
-        ]
-        self.log(f"worker: {len(mine)} trial(s) completed here; the study had {before} before")
-        return len(mine)
 
     # -- stages -------------------------------------------------------------------------
     def _baseline(self) -> tuple[RunContext, Measurements]:
@@ -386,29 +531,23 @@ class Compressor:
                 "model has"
             )
 
-    def _prepared_study(
-        self, ctx: RunContext, scorer: ProxyScorer, budget: TimeBudget, phases: Phases
-    ) -> tuple[optuna.Study, Preparation, Mapping[tuple, nn.Module]]:
-        """Open (or resume) the study, and prepare it unless a resumed study already was."""
-        units = build_units(self.scheme, ctx.original, ctx.example_input, self.bounds)
-        storage = self.storage_url()
-        sampler = make_sampler(self.sampler, self.seed)
-        directions = [o.direction for o in self.objectives]
-        study, resumed = open_study(
-            storage, self.study_name, directions, sampler, study_setup(self, units)
-        )
-        if resumed:
-            # a fresh random stream: the seed's own would propose the first run's trials again
-            study.sampler = make_sampler(self.sampler, self.seed + len(study.trials))
+    def _prepared(self, session: _Session) -> tuple[Preparation, Mapping[tuple, nn.Module]]:
+        """The study's preparation: the stored one, or made here once (the first process to
+        claim it; others wait for it). Returns it and the calibration's recovered models."""
+        study, ctx = session.study, session.ctx
+        if session.resumed:
             again = requeue_interrupted(study)
-            done = sum(1 for tr in study.trials if tr.state == optuna.trial.TrialState.COMPLETE)
             self.log(
-                f"resuming study {self.study_name!r}: {done} trials complete"
+                f"resuming study {self.study_name!r}: {self._complete(study)} trials complete"
                 + (f", {again} interrupted trial(s) to run again" if again else "")
             )
         stored = study.user_attrs.get("prepared")
         if stored is not None:
-            return study, Preparation.from_dict(stored), {}
+            return Preparation.from_dict(stored), {}
+        claim, mine = session.claims.settle("prepare", redo=False)
+        if not mine:  # another process prepared it
+            return Preparation.from_dict(study.user_attrs["prepared"]), {}
+        assert claim is not None
         setup = SearchSetup(
             space=self.space,
             prior=self.prior,
@@ -418,11 +557,17 @@ class Compressor:
             calibration=self.calibration,
             sensitivity=self.sensitivity,
         )
-        prepared = prepare(ctx, units, setup, scorer, budget)
-        phases.update(prepared.phases)
-        study.set_user_attr("prepared", prepared.preparation.to_dict())
+        with session.claims.holding(claim):
+            prepared = prepare(ctx, session.units, setup, session.scorer, session.budget)
+        session.phases.update(prepared.phases)
+        with uninterrupted():
+            study.set_user_attr("prepared", prepared.preparation.to_dict())
+        session.claims.finish(claim, {})
         recovered = prepared.calibration.recovered if prepared.calibration else {}
-        return study, prepared.preparation, recovered
+        return prepared.preparation, recovered
+
+    def _space(self, prep: Preparation) -> SearchSpace:
+        return SearchSpace(prep.units, self.space, level_range=prep.level_range, prior=prep.prior)
 
     def _search(
         self,
@@ -434,7 +579,7 @@ class Compressor:
     ) -> SearchSpace:
         """Run the study's trials in the prepared space, leaving time for the finalists and
         the refinement; returns the space."""
-        space = SearchSpace(prep.units, self.space, level_range=prep.level_range, prior=prep.prior)
+        space = self._space(prep)
         scorer.tau = prep.tau
         budget.calibrated = [
             r.recovery_seconds for r in prep.calibration if r.recovery_seconds is not None

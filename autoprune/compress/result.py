@@ -68,6 +68,7 @@ class CompressionResult:
         trials: one dict per completed trial.
         original: the original model (saved beside the compressed one, so that a report
             can compare them layer by layer); None after :meth:`load`.
+        directory: where it was loaded from (None: made by this process).
     """
 
     model: nn.Module
@@ -84,6 +85,7 @@ class CompressionResult:
     settings: RunSettings = field(default_factory=RunSettings)
     trials: list[dict[str, Any]] = field(default_factory=list)
     original: nn.Module | None = field(default=None, repr=False)
+    directory: str | None = field(default=None, repr=False)
 
     # -- reading ------------------------------------------------------------------------
     def ratios(self) -> dict[str, float]:
@@ -235,6 +237,7 @@ class CompressionResult:
             notes=data.get("notes", []),
             settings=RunSettings.from_dict(settings),
             trials=data.get("trials", []),
+            directory=directory,
         )
 
 

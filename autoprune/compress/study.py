@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,6 +96,27 @@ def fingerprint(setup: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# A server database is shared by machines: their trials beat a heartbeat (Optuna's), so a
+# trial whose process died anywhere is failed and run again by another (each at most once
+# again); on one machine (SQLite, memory) a dead process is seen by its pid instead.
+HEARTBEAT_SECONDS, GRACE_SECONDS = 30, 120
+
+
+def _storage(url: str | None) -> str | optuna.storages.BaseStorage | None:
+    if url is None or url.startswith("sqlite"):
+        return url
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=1
+            ),
+        )
+
+
 def _create(
     storage: str | None,
     study_name: str,
@@ -107,7 +129,7 @@ def _create(
     for attempt in range(attempts):
         try:
             return optuna.create_study(
-                storage=storage,
+                storage=_storage(storage),
                 study_name=study_name,
                 directions=[str(d) for d in directions],  # type: ignore[misc]
                 sampler=sampler,
@@ -136,14 +158,15 @@ def open_study(
     eps, ...), else the error says to pick another name or directory.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _create(storage, study_name, directions, sampler)
     digest = fingerprint(setup)
-    stored = study.user_attrs.get("fingerprint")
+    with uninterrupted():
+        study = _create(storage, study_name, directions, sampler)
+        stored = study.user_attrs.get("fingerprint")
+        if stored is None:
+            study.set_user_attr("fingerprint", digest)
+            study.set_user_attr("setup", json.loads(json.dumps(setup, default=str)))
     resumed = stored is not None
-    if stored is None:
-        study.set_user_attr("fingerprint", digest)
-        study.set_user_attr("setup", json.loads(json.dumps(setup, default=str)))
-    elif stored != digest:
+    if resumed and stored != digest:
         raise ConfigError(
             f"search.study: study {study_name!r} in {storage} was made for a different setup "
             "(model, scheme, objectives or eps); choose another study name or output directory"
@@ -153,15 +176,45 @@ def open_study(
     return study, resumed
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine."""
+    if pid <= 0:  # os.kill would signal a whole process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _orphaned(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a RUNNING trial's process is gone: it ran on this machine under a pid that
+    no longer runs (or never said which). A trial of another machine's live or dead process
+    is left to Optuna's heartbeat (server storages)."""
+    worker = str(trial.user_attrs.get("worker", ""))
+    host, _, pid = worker.rpartition(":")
+    if not worker or not pid.isdigit():
+        return True
+    if host != socket.gethostname():
+        return False
+    return not pid_alive(int(pid))
+
+
 def requeue_interrupted(study: optuna.Study) -> int:
-    """Re-run the trials a crash left RUNNING: enqueue their parameters, mark them failed."""
+    """Re-run the trials a crash left RUNNING (:func:`_orphaned`): enqueue their parameters,
+    mark them failed. Trials that other live processes are scoring are left alone."""
     count = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t.params:
-            study.enqueue_trial(
-                dict(t.params), user_attrs={"requeued_from": t.number}, skip_if_exists=False
-            )
-        study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        if not _orphaned(t):
+            continue
+        with uninterrupted():
+            if t.params:
+                study.enqueue_trial(
+                    dict(t.params), user_attrs={"requeued_from": t.number}, skip_if_exists=False
+                )
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         count += 1
     return count
 
@@ -246,6 +299,36 @@ def _objective(
         return values[0] if len(values) == 1 else values
 
     return objective
+
+
+_held: list[bool] = []  # non-empty while the main thread holds Ctrl-C
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, then raise it: for writes to the study's
+    storage outside the trials (opening the study, the preparation, claims), which a
+    KeyboardInterrupt inside a database commit would leave half done, with a traceback.
+
+        >>> with uninterrupted():
+        ...     pass
+    """
+    if threading.current_thread() is not threading.main_thread() or _held:
+        yield  # not the thread signals reach, or already held by an enclosing block
+        return
+    caught: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    _held.append(True)
+    try:
+        yield
+    finally:
+        _held.clear()
+        signal.signal(
+            signal.SIGINT, previous if previous is not None else signal.default_int_handler
+        )
+    if caught:
+        raise KeyboardInterrupt
 
 
 class _Interrupts:
@@ -366,9 +449,11 @@ def run_trials(
     """
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if not study.trials:
-        for level in warm_start:
-            if space.mode == "independent" or space.contains_level(level):
-                study.enqueue_trial(space.uniform_params(level), user_attrs={"warm_start": level})
+        with uninterrupted():
+            for level in warm_start:
+                if space.mode == "independent" or space.contains_level(level):
+                    params = space.uniform_params(level)
+                    study.enqueue_trial(params, user_attrs={"warm_start": level})
     remaining = None if n_trials is None else max(0, n_trials - done)
     if remaining == 0:
         return

@@ -8,7 +8,7 @@ import autoprune as ap
 from autoprune import objectives as O
 from autoprune.compress import CompressionResult
 from autoprune.compress.context import TimeBudget
-from autoprune.errors import ConfigError, SearchError
+from autoprune.errors import ConfigError, FinalizedElsewhere, SearchError
 
 pytestmark = pytest.mark.slow  # every test here runs a search
 
@@ -484,3 +484,25 @@ def test_a_scaled_down_plan_that_rounds_to_nothing_is_not_a_result(trained, data
         "at 0.6x its sparsity removes nothing once channel counts are rounded" in n
         for n in run.notes
     )
+
+
+def test_a_shared_study_is_finalized_once_and_its_result_read_by_the_others(
+    trained, data, tmp_path
+):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    first = compressor(trained, data, storage=url, out_dir=tmp_path / "a").run()
+    assert first.directory is None  # made here
+    # another process's run on the same study: nothing left to search or finalize
+    second = compressor(trained, data, storage=url, out_dir=tmp_path / "b").run()
+    assert second.directory == str(tmp_path / "a") and second.objectives == first.objectives
+    assert not (tmp_path / "b" / "result.json").exists()
+    # where this machine cannot see that directory, the error says who and where
+    (tmp_path / "a" / "result.json").unlink()
+    with pytest.raises(FinalizedElsewhere, match=r"finalized at 6 complete trials by .* into "):
+        compressor(trained, data, storage=url, out_dir=tmp_path / "c").run()
+    # finalize: forced, it runs again (a new claim); a study never searched is refused
+    again = compressor(trained, data, storage=url, out_dir=tmp_path / "a").finalize(force=True)
+    assert again.directory is None and (tmp_path / "a" / "result.json").exists()
+    assert "autoprune:finalize:6.2" in optuna.get_all_study_names(url)
+    with pytest.raises(ConfigError, match="there is no study 'other'"):
+        compressor(trained, data, storage=url, study_name="other").finalize()

@@ -250,6 +250,34 @@ def surplus(trial: optuna.Trial, n_trials: int | None) -> bool:
     return ahead >= n_trials
 
 
+def _budget_opens(
+    trial: optuna.Trial,
+    n_trials: int | None,
+    deadline: float | None,
+    interrupts: _Interrupts,
+    poll: float = 1.0,
+) -> bool:
+    """Wait while ``trial`` is beyond the budget: True if a trial ahead of it failed (it
+    then takes that place), False once the budget is complete, the search's time is up,
+    or Ctrl-C was pressed. Trials of workers that died are failed meanwhile, where the
+    storage keeps heartbeats, so that a dead worker's place opens too."""
+    study, states = trial.study, (TrialState.COMPLETE,)
+    while not interrupts.requested:
+        complete = len(study.get_trials(deepcopy=False, states=states))
+        if n_trials is not None and complete >= n_trials:
+            return False
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        with interrupts.stoppable():
+            time.sleep(poll)
+        with warnings.catch_warnings():  # Ctrl-C is held here, outside stoppable()
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        if not surplus(trial, n_trials):
+            return True
+    return False
+
+
 def _objective(
     space: SearchSpace,
     evaluate: Callable[[dict[str, float]], TrialOutcome],
@@ -258,21 +286,22 @@ def _objective(
     penalise: bool,
     n_trials: int | None = None,
     interrupts: _Interrupts | None = None,
+    deadline: float | None = None,
 ) -> Callable[[optuna.Trial], float | list[float]]:
     """The function Optuna calls per trial: suggest, evaluate, record, return the values.
 
     The drop over ``tau`` is the trial's constraint; with ``penalise`` (samplers that do
     not read constraints), an infeasible trial's values are worsened by how far it is over.
-    A trial beyond the budget (:func:`surplus`) is pruned unscored. Only the scoring may be
-    stopped by Ctrl-C at once (``interrupts``); never a write to the storage.
+    A trial beyond the budget (:func:`surplus`) waits for the budget to be complete and
+    is then pruned unscored (one such trial per waiting worker), or is scored if a trial
+    ahead of it fails. Only the scoring and the waiting may be stopped by Ctrl-C at once
+    (``interrupts``); never a write to the storage.
     """
     interrupts = interrupts or _Interrupts()
 
     def objective(trial: optuna.Trial) -> float | list[float]:
-        if surplus(trial, n_trials):
+        if surplus(trial, n_trials) and not _budget_opens(trial, n_trials, deadline, interrupts):
             trial.set_user_attr("surplus", True)
-            with interrupts.stoppable():
-                time.sleep(1.0)  # other workers' trials are finishing the budget
             raise optuna.TrialPruned("the trial budget is taken by other workers")
         sparsities = space.suggest(trial)
         trial.set_user_attr("sparsities", sparsities)
@@ -467,6 +496,7 @@ def run_trials(
         penalise=sampler_name not in CONSTRAINT_AWARE,
         n_trials=n_trials,
         interrupts=interrupts,
+        deadline=None if timeout is None else time.monotonic() + timeout,
     )
 
     failures = _Failures(max_failures, log)

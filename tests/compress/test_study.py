@@ -1,13 +1,19 @@
+import threading
+import time
+
 import optuna
 import pytest
 
 from autoprune.compress.space import SearchSpace, Unit
 from autoprune.compress.study import (
+    _budget_opens,
+    _Interrupts,
     make_sampler,
     open_study,
     pareto_front,
     ranked,
     requeue_interrupted,
+    surplus,
 )
 from autoprune.errors import ConfigError
 
@@ -113,3 +119,30 @@ def test_ranking_and_pareto_front():
     for t in (_trial(0, [3.0]), _trial(1, [1.0]), _trial(2, [0.5], feasible=False)):
         single.add_trial(optuna.trial.create_trial(value=t.values[0], user_attrs=t.user_attrs))
     assert [t.number for t in ranked(single, ["minimize"])] == [1, 0]
+
+
+@pytest.mark.parametrize(
+    "ahead, opens",
+    [(optuna.trial.TrialState.FAIL, True), (optuna.trial.TrialState.COMPLETE, False)],
+)
+def test_a_trial_beyond_the_budget_waits_for_the_trial_ahead(ahead, opens):
+    """One trial per waiting worker: it takes the place of a trial ahead that fails, and is
+    pruned once the budget is complete (not a new pruned trial every second)."""
+    study = optuna.create_study()
+    first, waiting = study.ask(), study.ask()
+    assert surplus(waiting, 1) and not surplus(first, 1)
+    value = 1.0 if ahead == optuna.trial.TrialState.COMPLETE else None
+    threading.Timer(0.3, lambda: study.tell(first, value, state=ahead)).start()
+    start = time.monotonic()
+    assert _budget_opens(waiting, 1, None, _Interrupts(), poll=0.05) is opens
+    assert 0.25 < time.monotonic() - start < 5
+    assert len(study.trials) == 2
+
+
+def test_a_waiting_trial_gives_up_at_the_search_deadline():
+    study = optuna.create_study()
+    study.ask()
+    waiting = study.ask()
+    deadline = time.monotonic() + 0.2
+    assert _budget_opens(waiting, 1, deadline, _Interrupts(), poll=0.05) is False
+    assert time.monotonic() >= deadline

@@ -4,7 +4,8 @@
     >>> sum(p.numel() for p in model.parameters()) > 0
     True
 
-``create_model`` takes a registered name (``mlp``, ``small_cnn``, ``resnet10``), any
+``create_model`` takes a registered name (``mlp``, ``small_cnn``, ``resnet10``,
+``vgg_small``, ``mobilenet_small``, ``densenet_small``; see :mod:`autoprune._nets`), any
 torchvision classification model name (built with ``weights=None``: nothing is
 downloaded), or ``package.module:function``. Register your own with
 :func:`register_model`.
@@ -181,6 +182,43 @@ def small_cnn(
 def resnet10(num_classes: int, input_shape: Sequence[int], width: int = 16) -> nn.Module:
     """ResNet-10-style network sized for the CPU."""
     return ResNet10(_channels(input_shape), num_classes, _checks.positive_int("width", width))
+
+
+@register_model("vgg_small")
+def vgg_small(
+    num_classes: int, input_shape: Sequence[int], width: int = 16, hidden: int = 512
+) -> nn.Module:
+    """VGG-style plain net with a large fully connected classifier (two hidden layers)."""
+    from ._nets import VGGSmall
+
+    width, hidden = _checks.positive_int("width", width), _checks.positive_int("hidden", hidden)
+    return VGGSmall(_channels(input_shape), num_classes, width, hidden)
+
+
+@register_model("mobilenet_small")
+def mobilenet_small(num_classes: int, input_shape: Sequence[int], width: int = 16) -> nn.Module:
+    """MobileNetV2-style net: depthwise separable inverted residuals."""
+    from ._nets import MobileNetSmall
+
+    return MobileNetSmall(_channels(input_shape), num_classes, _checks.positive_int("width", width))
+
+
+@register_model("densenet_small")
+def densenet_small(
+    num_classes: int,
+    input_shape: Sequence[int],
+    growth: int = 12,
+    layers: Sequence[int] = (4, 4, 4),
+) -> nn.Module:
+    """DenseNet-style net: dense blocks joined by concatenation, 1x1 transitions."""
+    from ._nets import DenseNetSmall
+
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers:
+        raise _checks.fail("layers", "a list of layers per dense block", layers)
+    counts = tuple(_checks.positive_int(f"layers[{i}]", n) for i, n in enumerate(layers))
+    return DenseNetSmall(
+        _channels(input_shape), num_classes, _checks.positive_int("growth", growth), counts
+    )
 
 
 def torchvision_models() -> list[str]:

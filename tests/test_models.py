@@ -1,11 +1,15 @@
 import pytest
 import torch
 
+from autoprune import metrics
 from autoprune.errors import ConfigError, ModelError
 from autoprune.models import create_model, load_checkpoint
+from autoprune.schemes import FilterPrune
+
+BUILTINS = ["mlp", "small_cnn", "resnet10", "vgg_small", "mobilenet_small", "densenet_small"]
 
 
-@pytest.mark.parametrize("name", ["mlp", "small_cnn", "resnet10"])
+@pytest.mark.parametrize("name", BUILTINS)
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
 def test_builtins_run_on_small_images(name, shape):
     model = create_model(name, num_classes=7, input_shape=shape).eval()
@@ -21,6 +25,42 @@ def test_resnet10_has_ten_weight_layers_and_width():
     ]
     assert len(convs) == 9  # stem + 4 blocks x 2, plus the fc: 10 layers
     assert model.layer4[0].conv2.out_channels == 128
+
+
+@pytest.mark.parametrize("name", ["vgg_small", "mobilenet_small", "densenet_small", "resnet10"])
+def test_suite_architectures_prune_physically(name):
+    """The suite's four shapes (plain + big classifier, depthwise inverted residuals,
+    concatenation, residual) lose their channels for real under filter pruning."""
+    model = create_model(name, input_shape=(1, 28, 28)).eval()
+    x = torch.randn(2, 1, 28, 28)
+    before_params = sum(p.numel() for p in model.parameters())
+    before_macs = metrics.count_macs(model, x[:1])
+    plan = FilterPrune(0.5, physical=True).apply(model, x[:1])
+    assert plan.physical
+    assert sum(p.numel() for p in model.parameters()) < 0.8 * before_params
+    assert metrics.count_macs(model, x[:1]) < 0.4 * before_macs
+    assert model(x).shape == (2, 10)
+
+
+def test_suite_architectures_have_their_shape():
+    vgg = create_model("vgg_small", input_shape=(1, 28, 28), width=8, hidden=256)
+    linears = [m for m in vgg.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.out_features for m in linears] == [256, 256, 10]
+    assert sum(m.weight.numel() for m in linears) > 0.5 * sum(p.numel() for p in vgg.parameters())
+    mobile = create_model("mobilenet_small", input_shape=(1, 28, 28))
+    depthwise = [
+        m
+        for m in mobile.modules()
+        if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
+    ]
+    assert len(depthwise) >= 7
+    dense = create_model("densenet_small", input_shape=(1, 28, 28), growth=6, layers=[2, 3])
+    x = torch.randn(1, 1, 28, 28)
+    assert dense.eval()(x).shape == (1, 10)
+    with pytest.raises(ConfigError, match="layers"):
+        create_model("densenet_small", input_shape=(1, 28, 28), layers=[])
+    with pytest.raises(ConfigError, match="hidden"):
+        create_model("vgg_small", input_shape=(1, 28, 28), hidden=0)
 
 
 def test_torchvision_by_name_without_download():

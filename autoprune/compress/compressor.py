@@ -43,12 +43,13 @@ from torch import nn
 from .. import _checks
 from .._backends import resolve_device
 from ..data import Batches, Data
-from ..errors import ConfigError, FinalizedElsewhere
+from ..errors import ConfigError, FinalizedElsewhere, TrialFault
 from ..objectives import Objective, as_objectives, deployment_of
 from ..plan import get_plan
 from ..recovery import FineTune, Recovery
 from ..schemes import FilterPrune, Scheme
 from ..training import evaluate, inference, seed_everything
+from .agreement import Agreement, Pair
 from .bounds import Bounds, build_units
 from .claims import Claim, Claims
 from .context import (
@@ -120,6 +121,35 @@ class _Session:
     start: float
     units: list
     resumed: bool
+
+
+def _proxy_drop(scorer: ProxyScorer, sparsities: Mapping[str, float]) -> float | None:
+    try:
+        return scorer(sparsities).drop
+    except TrialFault:  # a plan the proxy cannot score: no pair, the recovery still judges
+        return None
+
+
+def agreement_of(
+    study: optuna.Study, prep: Preparation, outcome: Outcome, refinement: Refinement
+) -> Agreement:
+    """Every plan of the run recovered for real, beside what the proxy said of it."""
+    pairs = [
+        Pair(f"calibration level {r.level:.4f}", r.proxy_drop, r.drop)
+        for r in prep.calibration
+        if r.proxy_drop is not None
+    ]
+    for attempt, got in outcome.tried:
+        if attempt.number is not None:
+            proxy = study.trials[attempt.number].user_attrs.get("drop")
+            if proxy is not None:
+                pairs.append(Pair(attempt.label, float(proxy), got.drop))
+    pairs += [
+        Pair(f"refinement level {r.level:.4f}", r.proxy_drop, r.drop)
+        for r in refinement.records
+        if r.proxy_drop is not None
+    ]
+    return Agreement(pairs)
 
 
 def top1(model: nn.Module, loader: Iterable) -> float:
@@ -432,9 +462,19 @@ class Compressor:
         if outcome.recovered is not None and outcome.chosen is not None and self.will_refine:
             with phases.timed("refine"):
                 params = study.trials[outcome.chosen].params
-                refinement = refine_plan(ctx, budget, space, params, prep.calibration, self.refine)
+                refinement = refine_plan(
+                    ctx,
+                    budget,
+                    space,
+                    params,
+                    prep.calibration,
+                    self.refine,
+                    proxy=lambda sparsities: _proxy_drop(session.scorer, sparsities),
+                )
             notes += refinement.notes(outcome.chosen, params)
         compressed, after_val = self._compressed(ctx, outcome, refinement)
+        agreement = agreement_of(study, prep, outcome, refinement)
+        ctx.log(agreement.describe())
         with phases.timed("measure"):
             after, final = measure_final(ctx, compressed, session.before, after_val)
         phases["total"] = time.perf_counter() - session.start
@@ -453,6 +493,7 @@ class Compressor:
             settings=run_settings(self, ctx, study.study_name, prep, refinement),
             trials=[trial_row(tr) for tr in study.trials],
             original=ctx.original,
+            agreement=agreement,
         )
         if self.out_dir is not None:
             result.save(self.out_dir)

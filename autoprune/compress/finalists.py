@@ -155,6 +155,7 @@ class Outcome:
     recovered: Recovered | None = None
     chosen: int | None = None
     notes: list[str] = field(default_factory=list)
+    tried: list[tuple[Attempt, Recovered]] = field(default_factory=list)  # recovered here
 
 
 def recover_finalists(
@@ -197,6 +198,8 @@ def recover_finalists(
             tried += 1
             ctx.log(f"recovery ({ctx.recovery.name}) of {attempt.label}")
         got = recover_plan(ctx, budget, attempt.sparsities, model)
+        if model is None:
+            out.tried.append((attempt, got))
         if got.note and got.note not in out.notes:
             out.notes.append(got.note)
         if got.drop <= ctx.eps:

@@ -30,7 +30,8 @@ class LevelRecord:
         drop: the recovered model's validation accuracy drop.
         holds: whether ``drop <= eps``.
         val_accuracy: the recovered model's validation accuracy.
-        proxy_drop: the plan's proxy drop (calibration plans only).
+        proxy_drop: the plan's proxy drop (calibration plans; refinement steps, scored
+            after the fact).
         recovery_seconds: the recovery's own duration; ``seconds``: the whole step's.
     """
 

@@ -13,7 +13,7 @@ the top, so a step halfway there easily overshoots).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .context import RunContext, TimeBudget
@@ -58,9 +58,12 @@ def refine_plan(
     params: Mapping[str, float],
     calibration: Sequence[LevelRecord],
     steps: int,
+    proxy: Callable[[Mapping[str, float]], float | None] | None = None,
 ) -> Refinement:
     """Raise the level of the plan with Optuna parameters ``params``, at most ``steps``
-    times, while a recovery still fits the time left (see the module docstring)."""
+    times, while a recovery still fits the time left (see the module docstring).
+    ``proxy(sparsities) -> proxy drop``, when given, scores each step's plan too, so that
+    the run can say how well its proxy ranks what recovery achieves."""
     lo = float(params["level"])
     above = [r.level for r in calibration if not r.holds and r.level > lo]
     hi = min(above) if above else None
@@ -78,6 +81,7 @@ def refine_plan(
             break
         sparsities = space.from_params({**params, "level": mid})
         t = time.perf_counter()
+        proxy_drop = proxy(sparsities) if proxy is not None else None
         got = recover_plan(ctx, budget, sparsities)
         ok = got.drop <= ctx.eps
         mean = mean_sparsity(sparsities)
@@ -88,6 +92,7 @@ def refine_plan(
                 drop=got.drop,
                 holds=ok,
                 val_accuracy=got.accuracy,
+                proxy_drop=proxy_drop,
                 recovery_seconds=budget.timed[-1] if budget.timed else None,
                 seconds=time.perf_counter() - t,
             )

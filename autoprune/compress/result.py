@@ -37,6 +37,7 @@ from ..metrics import block_hints, format_table
 from ..models import rebuild
 from ..plan import Plan, get_plan
 from ..schemes.structured import apply_plan
+from .agreement import Agreement
 from .measure import Measurements
 from .settings import RunSettings
 
@@ -69,6 +70,8 @@ class CompressionResult:
         original: the original model (saved beside the compressed one, so that a report
             can compare them layer by layer); None after :meth:`load`.
         directory: where it was loaded from (None: made by this process).
+        agreement: every plan recovered for real beside its proxy drop, and their rank
+            correlation (:mod:`~autoprune.compress.agreement`).
     """
 
     model: nn.Module
@@ -86,6 +89,7 @@ class CompressionResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
     original: nn.Module | None = field(default=None, repr=False)
     directory: str | None = field(default=None, repr=False)
+    agreement: Agreement = field(default_factory=Agreement)
 
     # -- reading ------------------------------------------------------------------------
     def ratios(self) -> dict[str, float]:
@@ -126,7 +130,7 @@ class CompressionResult:
         warning = self.masked_warning()
         if warning:
             head += f"; WARNING: {warning}"
-        return f"{head}\n" + format_table(rows)
+        return f"{head}\n" + format_table(rows) + f"\n{self.agreement.describe()}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +147,7 @@ class CompressionResult:
             "settings": self.settings.to_dict(),
             "plan": self.plan.to_dict(),
             "trials": self.trials,
+            "proxy_agreement": self.agreement.to_dict(),
         }
 
     # -- saving -------------------------------------------------------------------------
@@ -238,6 +243,7 @@ class CompressionResult:
             settings=RunSettings.from_dict(settings),
             trials=data.get("trials", []),
             directory=directory,
+            agreement=Agreement.from_dict(data.get("proxy_agreement")),
         )
 
 

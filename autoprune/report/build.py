@@ -250,7 +250,17 @@ def _search(run: Run) -> list[Block]:
     ]
     if done and names:
         blocks.append(Block("img", "history.png", plots.history(trials, names, directions)))
-    return blocks + _levels(run)
+    return blocks + _levels(run) + _agreement(run)
+
+
+def _agreement(run: Run) -> list[Block]:
+    """Every plan recovered for real beside its proxy drop: can the proxy be trusted?"""
+    agreement = run.result.agreement
+    blocks = [Block("h2", "Proxy agreement"), Block("p", agreement.describe() + ".")]
+    if agreement.pairs:
+        rows = [[p.label, f"{p.proxy_drop:+.4f}", f"{p.drop:+.4f}"] for p in agreement.pairs]
+        blocks.append(Block("table", ["plan", "proxy drop", "recovered drop"], rows))
+    return blocks
 
 
 def _levels(run: Run) -> list[Block]:

@@ -125,6 +125,7 @@ def test_saved_result_reloads(trained, data, tmp_path):
     state = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert set(state) == set(result.model.state_dict())
     assert (tmp_path / "run" / "trials.csv").read_text().count("\n") == 4
+    assert again.agreement == result.agreement and result.agreement.pairs
 
 
 def test_unstructured_search_for_size(trained, data):
@@ -332,6 +333,13 @@ def test_refinement_raises_the_held_plan_while_eps_holds(trained, data):
     assert held[-1]["mean_sparsity"] > sum(trial["sparsities"].values()) / len(trial["sparsities"])
     assert len(recovery.plans) == 1 + len(steps)  # the finalist, then the steps
     assert any(n.startswith("refined trial 0: its level raised from 0.1000") for n in result.notes)
+    # every plan recovered for real is paired with its proxy drop: the finalist (trial 0)
+    # and each step; "accuracy" depends on the plan alone, so the proxy ranks them exactly
+    labels = [p.label for p in result.agreement.pairs]
+    assert labels.count("trial 0") == 1, labels
+    assert sum(label.startswith("refinement level") for label in labels) == 3, labels
+    assert result.agreement.spearman == pytest.approx(1.0)
+    assert "proxy agreement: Spearman 1.00" in result.summary()
 
 
 def test_refinement_can_be_turned_off(trained, data):

@@ -117,7 +117,8 @@ def train_one(arch: str, data: ap.data.Data, epochs: float) -> tuple[torch.nn.Mo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-root", default=os.path.join(HERE, "../../shared/data/fashion-mnist"))
+    default_root = os.path.join(HERE, "../../shared/data/fashion-mnist")
+    parser.add_argument("--data-root", default=default_root)
     parser.add_argument("--arch", nargs="+", choices=sorted(ARCHS), default=list(ARCHS))
     parser.add_argument("--epochs", type=float, default=15)
     args = parser.parse_args()

@@ -139,9 +139,10 @@ def agreement_of(
         for r in prep.calibration
         if r.proxy_drop is not None
     ]
+    trials = study.get_trials(deepcopy=False)  # numbered from 0, in order
     for attempt, got in outcome.tried:
         if attempt.number is not None:
-            proxy = study.trials[attempt.number].user_attrs.get("drop")
+            proxy = trials[attempt.number].user_attrs.get("drop")
             if proxy is not None:
                 pairs.append(Pair(attempt.label, float(proxy), got.drop))
     pairs += [

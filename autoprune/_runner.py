@@ -160,6 +160,7 @@ def build_compressor(
         max_failures=s["max_failures"],
         sampler=s["sampler"],
         space=s["space"],
+        prior=s.get("prior", "auto"),
         bounds=s["bounds"],
         proxy=proxy,
         calibration=calibration,

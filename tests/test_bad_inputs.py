@@ -294,7 +294,7 @@ CASES = [
     ("stdlib objective", spec("objective: {maximize: 'os:getpid'}\n"), ["validate"], "objective"),
     # -- search --------------------------------------------------------------------------
     ("sampler case", spec("search: {sampler: TPE}\n"), ["validate"], "did you mean 'tpe'"),
-    ("trials zero", spec("search: {trials: 0}\n"), ["validate"], "search.trials"),
+    ("trials negative", spec("search: {trials: -1}\n"), ["validate"], "search.trials"),
     (
         "bounds not json",
         {"spec.yaml": "search: {bounds: b.json}\n", "b.json": "{not json"},

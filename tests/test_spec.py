@@ -89,11 +89,16 @@ BAD = [
         "objective: expected 'maximize: NAME' or 'minimize: NAME'",
     ),
     ("search: {sampler: bayes}", "search.sampler: unknown sampler 'bayes'"),
-    ("search: {trials: 0}", "search.trials: expected an integer in [1, inf)"),
+    ("search: {trials: -1}", "search.trials: expected an integer in [0, inf)"),
     ("search: {trials: null}", "search.trials: give a number of trials or a search.timeout"),
     ("search: {bounds: [0.5, 1.2]}", r"search.bounds: expected a number in [0, 1), got 1.2"),
     ("search: {bounds: {conv1: [0.8, 0.2]}}", "search.bounds['conv1']: expected low <= high"),
     ("search: {space: grid}", "search.space: expected one of"),
+    ("search: {prior: lamp}", "search.prior: expected one of"),
+    (
+        "search: {evaluation: {calibration_threshold: mid}}",
+        "search.evaluation.calibration_threshold: expected one of",
+    ),
     (
         "search: {evaluation: {bn_batch: 3}}",
         "search.evaluation.bn_batch: unknown key (did you mean 'bn_batches'?)",

@@ -50,14 +50,23 @@ class Calibration:
         return [r.level for r in self.records]
 
 
-def threshold(records: Sequence[LevelRecord], eps: float) -> float:
+def threshold(records: Sequence[LevelRecord], eps: float, rule: str = "midpoint") -> float:
     """``tau``: halfway from the most pruned held plan's proxy drop to that of the first
-    plan above it that broke eps, and never below eps (eps itself when none held)."""
+    plan above it that broke eps (``rule="held"``: that held plan's proxy drop), and never
+    below eps (eps itself when none held).
+
+    >>> held = LevelRecord(0.5, 0.45, 0.004, True, proxy_drop=0.02)
+    >>> broke = LevelRecord(0.75, 0.7, 0.03, False, proxy_drop=0.08)
+    >>> threshold([held, broke], eps=0.01, rule="held")
+    0.02
+    """
     held = [r for r in records if r.holds]
     if not held:
         return eps
     best = max(held, key=lambda r: r.level)
     best_drop = float(best.proxy_drop or 0.0)
+    if rule == "held":
+        return max(eps, best_drop)
     broken = first_broken_above(records, best.level)
     edge = float(broken.proxy_drop or 0.0) if broken else best_drop
     return max(eps, best_drop + max(0.0, edge - best_drop) / 2)
@@ -111,7 +120,7 @@ def calibrate(
                 out.recovered[plan_key(space.from_params(space.uniform_params(mid)))] = model
         else:
             hi = mid
-    out.tau = threshold(out.records, ctx.eps)
+    out.tau = threshold(out.records, ctx.eps, options.threshold)
     _report(ctx, out)
     return out
 

@@ -74,10 +74,10 @@ from .options import (
     check_warm_start,
     option,
 )
-from .preparation import SearchSetup, prepare, resolve_prior
+from .preparation import PRIORS, SearchSetup, prepare, resolve_prior
 from .proxy import ProxyScorer
 from .records import Preparation
-from .refinement import Refinement, refine_plan
+from .refinement import Refinement, refine_plan, room_left
 from .result import CompressionResult
 from .sensitivity import SensitivityOptions
 from .settings import run_settings, study_setup
@@ -174,6 +174,9 @@ class Compressor:
         accuracy: ``f(model, loader) -> float`` replacing top-1 accuracy.
         n_trials: completed trials the study should have; ``timeout``: seconds for the
             whole search, sensitivity analysis and calibration included (either or both).
+            ``n_trials=0`` runs no search: only the warm-start plans (the calibration's
+            uniform plans) are scored, and the best that holds is refined; the ablation
+            that shows what the study adds.
         trial_timeout: seconds for scoring one candidate; a trial over it fails (None: no
             limit). A candidate whose outputs turn NaN or inf fails its trial too, and
             ``max_failures`` failures in a row stop the search.
@@ -199,9 +202,12 @@ class Compressor:
             (:mod:`autoprune.compress.refinement`), each recovered for real and kept when
             it holds; they run while the ``timeout`` allows (0: none).
         prior: how the search's global level spreads over units (the allocation prior):
-            ``"uniform"`` (the same point of every unit's range) or ``"global"`` (as one
-            global magnitude ranking would prune them; ``prune`` only). ``"auto"``: global
-            for ``prune``, else uniform. Per-unit offsets move away from the prior.
+            ``"uniform"`` (the same point of every unit's range), ``"global"`` (as one
+            global magnitude ranking would prune them; ``prune`` only) or
+            ``"sensitivity"`` (a sensitivity analysis's drops traded against what each
+            unit saves of the objective, :mod:`autoprune.compress.allocation`).
+            ``"auto"``: global for ``prune``, else uniform. The calibration bisects along
+            the prior, and per-unit offsets move away from it.
         batch_size, eval_batch_size: training and evaluation batch sizes when ``data`` is
             a :class:`Data`.
         device: where everything runs (training, scoring, recovery, measurement):
@@ -273,7 +279,7 @@ class Compressor:
         self.study_name = study_name
         self.max_attempts = _checks.number("max_attempts", max_attempts, 1, integer=True)
         self.refine = _checks.number("refine", refine, 0, integer=True)
-        _checks.choice("prior", prior, ("auto", "uniform", "global"))
+        _checks.choice("prior", prior, PRIORS)
         self.prior = resolve_prior(prior, self.scheme)
         self.batch_size = _checks.number("batch_size", batch_size, 1, integer=True)
         self.eval_batch_size = _checks.number("eval_batch_size", eval_batch_size, 1, integer=True)
@@ -474,6 +480,10 @@ class Compressor:
                 )
             notes += refinement.notes(outcome.chosen, params)
         compressed, after_val = self._compressed(ctx, outcome, refinement)
+        room = self._room_left(ctx, study, prep, outcome, refinement)
+        if room is not None:
+            notes.append(room)
+            self.log(room)
         agreement = agreement_of(study, prep, outcome, refinement)
         ctx.log(agreement.describe())
         with phases.timed("measure"):
@@ -632,11 +642,16 @@ class Compressor:
             f"[{space.level_range[0]:.2f}, {space.level_range[1]:.2f}], {self.sampler} "
             f"sampler), objective {wanted}; feasible when the proxy drop is <= {prep.tau:.4f}"
         )
+        n_trials = self.budget.n_trials
+        if n_trials == 0:  # no search: the warm-start (calibrated) uniform plans alone
+            n_trials = sum(map(space.warm_level, prep.warm))
+            if n_trials == 0:
+                return space
         run_trials(
             study,
             space,
             scorer,
-            n_trials=self.budget.n_trials,
+            n_trials=n_trials,
             timeout=budget.trials_timeout(self.will_refine),
             tau=prep.tau,
             directions=[o.direction for o in self.objectives],
@@ -676,6 +691,23 @@ class Compressor:
         if outcome.recovered is None:
             self.log(notes[-2] + "; " + notes[-1])
         return order, outcome, notes
+
+    @staticmethod
+    def _room_left(
+        ctx: RunContext,
+        study: optuna.Study,
+        prep: Preparation,
+        outcome: Outcome,
+        refinement: Refinement,
+    ) -> str | None:
+        """The note :func:`~.refinement.room_left` gives on the returned plan, if any."""
+        kept = refinement.best or outcome.recovered
+        if kept is None or outcome.chosen is None:
+            return None
+        held = refinement.held if refinement.best is not None else None
+        level = held.level if held is not None else study.trials[outcome.chosen].params.get("level")
+        broke = any(got.drop > ctx.eps for _, got in outcome.tried)
+        return room_left(ctx.eps, kept.drop, level, prep.calibration, refinement, broke)
 
     def _compressed(
         self, ctx: RunContext, outcome: Outcome, refinement: Refinement

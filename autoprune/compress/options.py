@@ -19,6 +19,8 @@ from .. import _checks
 from ..data import Batches, Data
 from ..errors import ConfigError
 
+THRESHOLDS = ("midpoint", "held")
+
 
 @dataclass(frozen=True)
 class ProxyOptions:
@@ -65,6 +67,10 @@ class CalibrationOptions:
         steps: bisection steps, at most (0: no calibration).
         share: with a ``timeout``, the bisection stops before it would use more than
             this share of it.
+        threshold: where ``tau`` lies: ``"midpoint"`` (halfway from the held plan's proxy
+            drop to the broken one's) or ``"held"`` (the held plan's proxy drop: a
+            candidate is feasible when the proxy rates it no worse than the most pruned
+            uniform plan that held eps); never below ``eps``.
 
     >>> CalibrationOptions(steps=2).active
     True
@@ -74,6 +80,7 @@ class CalibrationOptions:
     epochs: float | None = None
     steps: int = 5
     share: float = 0.7
+    threshold: str = "midpoint"
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
@@ -81,6 +88,7 @@ class CalibrationOptions:
         _checks.optional_number("calibration.epochs", self.epochs, 0)
         _checks.number("calibration.steps", self.steps, 0, integer=True)
         _checks.number("calibration.share", self.share, 0, 1, low_open=True)
+        _checks.choice("calibration.threshold", self.threshold, THRESHOLDS)
 
     @property
     def active(self) -> bool:
@@ -107,7 +115,7 @@ class Budget:
     def __post_init__(self) -> None:
         if self.n_trials is None and self.timeout is None:
             raise ConfigError("n_trials, timeout: give a number of trials, a timeout, or both")
-        _checks.optional_number("n_trials", self.n_trials, 1, integer=True)
+        _checks.optional_number("n_trials", self.n_trials, 0, integer=True)
         timeout = _checks.optional_number("timeout", self.timeout, 0, low_open=True)
         object.__setattr__(self, "timeout", timeout)
         limit = _checks.optional_number("trial_timeout", self.trial_timeout, 0, low_open=True)

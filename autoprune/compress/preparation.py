@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..schemes import Compose, Prune, Quantize, Scheme
+from .allocation import sensitivity_prior
 from .bounds import Bounds
 from .calibration import Calibration, calibrate
 from .context import RunContext, TimeBudget
@@ -58,6 +59,9 @@ def layer_prune(scheme: Scheme | None) -> Prune | None:
         searched = [s for s in scheme.schemes if not isinstance(s, Quantize)]
         scheme = searched[0] if len(searched) == 1 else None
     return scheme if isinstance(scheme, Prune) and scheme.scope == "layer" else None
+
+
+PRIORS = ("auto", "uniform", "global", "sensitivity")
 
 
 def resolve_prior(prior: str, scheme: Scheme | None) -> str:
@@ -134,14 +138,19 @@ def prepare(
 ) -> Prepared:
     """Bounds, prior and calibration (see the module docstring)."""
     phases: dict[str, float] = {}
-    sens_dict = None
-    if setup.bounds.from_sensitivity:
+    sens, sens_dict = None, None
+    if setup.bounds.from_sensitivity or setup.prior == "sensitivity":
         t = time.perf_counter()
         sens = setup.bounds.sensitivity or _analyze(ctx, setup.sensitivity)
-        units = sensitivity_bounds(ctx, units, sens, setup.sensitivity)
+        if setup.bounds.from_sensitivity:
+            units = sensitivity_bounds(ctx, units, sens, setup.sensitivity)
         sens_dict = sens.to_dict()
         phases["sensitivity"] = time.perf_counter() - t
-    prior = global_prior(ctx, units) if setup.prior == "global" else {}
+    prior: dict[str, list[float]] = {}
+    if setup.prior == "global":
+        prior = global_prior(ctx, units)
+    elif setup.prior == "sensitivity" and sens is not None:
+        prior = sensitivity_prior(ctx, units, sens)
     space = SearchSpace(units, setup.space, prior=prior)
     calibration = None
     if setup.calibration.active:

@@ -51,6 +51,29 @@ class Refinement:
         ]
 
 
+def room_left(
+    eps: float,
+    drop: float,
+    level: float | None,
+    calibration: Sequence[LevelRecord],
+    refinement: Refinement,
+    finalists_broke: bool,
+) -> str | None:
+    """A note when the returned plan (validation ``drop``, at ``level``) is more than
+    ``eps / 2`` inside eps and no more compressed plan was found to break eps: the budget
+    ended before the edge was found, and a larger one would likely compress further."""
+    if drop > eps / 2:
+        return None
+    above = level is not None and any(not r.holds and r.level > level for r in calibration)
+    if finalists_broke or above or any(not r.holds for r in refinement.records):
+        return None
+    return (
+        f"the result's drop {drop:+.4f} is more than eps/2 inside eps {eps:g} and no more "
+        "compressed plan was recovered: the budget ended before the edge of eps was found; "
+        "more refine steps (or a longer timeout) would likely compress further"
+    )
+
+
 def refine_plan(
     ctx: RunContext,
     budget: TimeBudget,

@@ -171,3 +171,7 @@ class SearchSpace:
 
     def contains_level(self, level: float) -> bool:
         return self.level_range[0] <= level <= self.level_range[1]
+
+    def warm_level(self, level: float) -> bool:
+        """Whether a warm start at ``level`` is a plan of this space (and so enqueued)."""
+        return self.mode == "independent" or self.contains_level(level)

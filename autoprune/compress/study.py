@@ -480,7 +480,7 @@ def run_trials(
     if not study.trials:
         with uninterrupted():
             for level in warm_start:
-                if space.mode == "independent" or space.contains_level(level):
+                if space.warm_level(level):
                     params = space.uniform_params(level)
                     study.enqueue_trial(params, user_attrs={"warm_start": level})
     remaining = None if n_trials is None else max(0, n_trials - done)

@@ -25,6 +25,7 @@ SEARCH = [
     "refine",
     "trial_timeout",
     "max_failures",
+    "prior",
 ]
 # search.evaluation's keys, and the option each sets: (ProxyOptions or CalibrationOptions, field)
 EVALUATION = {
@@ -37,10 +38,12 @@ EVALUATION = {
     "calibration_epochs": ("calibration", "epochs"),
     "calibration_steps": ("calibration", "steps"),
     "calibration_share": ("calibration", "share"),
+    "calibration_threshold": ("calibration", "threshold"),
 }
 
 
 def search_section(raw: Any, base_dir: str) -> dict:
+    from ..compress.preparation import PRIORS
     from ..compress.space import SPACES
     from ..compress.study import samplers
 
@@ -65,6 +68,8 @@ def search_section(raw: Any, base_dir: str) -> dict:
     )
     space = _str("search.space", raw.get("space", "offsets"))
     _build("search", _checks.choice, "space", space, SPACES)
+    prior = _str("search.prior", raw.get("prior", "auto"))
+    _build("search", _checks.choice, "prior", prior, PRIORS)
     bounds = _bounds(raw.get("bounds"), base_dir)
     evaluation = _mapping("search.evaluation", raw.get("evaluation"))
     for key in evaluation:
@@ -89,6 +94,7 @@ def search_section(raw: Any, base_dir: str) -> dict:
         "seed": _number("search.seed", raw.get("seed", 0), integer=True),
         "bounds": bounds,
         "space": space,
+        "prior": prior,
         "evaluation": evaluation,
         "max_attempts": _number(
             "search.max_attempts", raw.get("max_attempts", 4), 1, None, integer=True
@@ -149,9 +155,11 @@ def _bounds(bounds: Any, base_dir: str) -> Any:
 def evaluation_options(evaluation: Mapping[str, Any]) -> tuple[Any, Any]:
     """``search.evaluation``'s flat keys as ``(ProxyOptions, CalibrationOptions)``.
 
-    >>> proxy, calibration = evaluation_options({"bn_batches": 5, "calibration_steps": 2})
-    >>> proxy.bn_batches, calibration.steps
-    (5, 2)
+    >>> proxy, calibration = evaluation_options(
+    ...     {"bn_batches": 5, "calibration_steps": 2, "calibration_threshold": "held"}
+    ... )
+    >>> proxy.bn_batches, calibration.steps, calibration.threshold
+    (5, 2, 'held')
     """
     from ..compress.options import CalibrationOptions, ProxyOptions
 

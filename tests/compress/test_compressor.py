@@ -203,6 +203,25 @@ def _finalists_run(trained, data, **kwargs):
     return result, recovery, feasible[: feasible.index(anchor) + 1]
 
 
+def test_no_search_scores_the_calibrated_plans_alone_and_refines_the_held_one(trained, data):
+    # n_trials=0: the ablation without the study. Only the calibration's uniform plans
+    # (those inside the searched level range) become trials; the most pruned that held
+    # is the finalist (its calibration model reused) and refinement raises its level
+    result, recovery, _ = _finalists_run(trained, data, n_trials=0, space="offsets", refine=2)
+    calibration = result.settings["calibration"]
+    held = max(c["level"] for c in calibration if c["holds"])
+    assert result.trials and all(t["warm_start"] is not None for t in result.trials)
+    assert {t["warm_start"] for t in result.trials} <= {c["level"] for c in calibration}
+    assert held in {t["warm_start"] for t in result.trials}
+    assert result.feasible
+    chosen = result.trials[result.chosen_trial]
+    assert chosen["warm_start"] == held
+    steps = result.settings["refinement"]
+    assert len(steps) == 2 and all(s["level"] > held for s in steps)
+    # calibration, then the refinement steps: the held plan is not recovered again
+    assert len(recovery.plans) == len(calibration) + len(steps)
+
+
 def test_finalists_end_at_the_calibrated_plan(trained, data):
     # the finalists are recovered best first; the first within eps wins, and the
     # calibrated plan, last of them, is not recovered again
@@ -250,7 +269,7 @@ def test_finalists_leave_the_time_for_refining_the_plan_at_hand(trained, data, m
         ({"eps": -0.1}, r"eps: expected a number in \[0, 1\)"),
         ({"data": None}, "data: pass a Data"),
         ({"objective": lambda m, x: 1.0}, "wrap a plain callable"),
-        ({"n_trials": 0}, r"n_trials: expected an integer in \[1, inf\)"),
+        ({"n_trials": -1}, r"n_trials: expected an integer in \[0, inf\)"),
         ({"sampler": "bayes"}, "unknown sampler 'bayes'"),
         ({"bounds": (0.5, 0.2)}, r"bounds: expected low <= high"),
         ({"bounds": "sensitivy"}, "bounds: expected"),
@@ -268,6 +287,21 @@ def test_bad_arguments(trained, data, kwargs, message):
 def test_calibration_share_is_checked():
     with pytest.raises(ConfigError, match=r"calibration.share: expected a number in \(0, 1\]"):
         ap.CalibrationOptions(share=1.5)
+    with pytest.raises(ConfigError, match=r"calibration.threshold: expected one of"):
+        ap.CalibrationOptions(threshold="mid")
+
+
+def test_the_held_threshold_is_the_held_plans_proxy_drop(trained, data):
+    # "held": no candidate looks worse to the proxy than the most pruned uniform plan
+    # that held eps (here the proxy and the recovery see the same, plan-only accuracy)
+    calibration = ap.CalibrationOptions(steps=2, threshold="held")
+    result, _, _ = _finalists_run(trained, data, calibration=calibration, refine=0)
+    records = result.settings["calibration"]
+    held = max((c for c in records if c["holds"]), key=lambda c: c["level"])
+    assert result.settings["tau"] == pytest.approx(max(0.05, held["proxy_drop"]))
+    feasible = [t for t in result.trials if t["feasible"]]
+    assert feasible and all(t["drop"] <= result.settings["tau"] + 1e-12 for t in feasible)
+    assert result.feasible
 
 
 def test_pruned_and_quantized_search_for_size(trained, data, tmp_path):
@@ -333,6 +367,7 @@ def test_refinement_raises_the_held_plan_while_eps_holds(trained, data):
     assert held[-1]["mean_sparsity"] > sum(trial["sparsities"].values()) / len(trial["sparsities"])
     assert len(recovery.plans) == 1 + len(steps)  # the finalist, then the steps
     assert any(n.startswith("refined trial 0: its level raised from 0.1000") for n in result.notes)
+    assert not any("inside eps" in n for n in result.notes)  # a step above broke eps
     # every plan recovered for real is paired with its proxy drop: the finalist (trial 0)
     # and each step; "accuracy" depends on the plan alone, so the proxy ranks them exactly
     labels = [p.label for p in result.agreement.pairs]
@@ -340,6 +375,23 @@ def test_refinement_raises_the_held_plan_while_eps_holds(trained, data):
     assert sum(label.startswith("refinement level") for label in labels) == 3, labels
     assert result.agreement.spearman == pytest.approx(1.0)
     assert "proxy agreement: Spearman 1.00" in result.summary()
+
+
+def test_a_result_far_inside_eps_with_nothing_above_tried_says_so(trained, data):
+    # the one trial removes about a tenth of the parameters (drop 0.1 of eps 0.3) and
+    # nothing more compressed is recovered: the note says the budget ended too soon
+    full = ap.metrics.count_params(trained).total
+
+    def kept(model, loader):
+        return ap.metrics.count_params(model).total / full
+
+    result = compressor(
+        trained, data, eps=0.3, accuracy=kept, space="uniform", refine=0,
+        warm_start=(0.1,), n_trials=1, recovery=ap.FineTune(epochs=0.1),
+    ).run()  # fmt: skip
+    drop = result.before["val_accuracy"] - result.after["val_accuracy"]
+    assert result.feasible and drop < 0.15
+    assert any("more than eps/2 inside eps 0.3" in n for n in result.notes), result.notes
 
 
 def test_refinement_can_be_turned_off(trained, data):

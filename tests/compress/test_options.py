@@ -58,7 +58,7 @@ def test_a_bounds_file_that_is_not_json_is_an_error(tmp_path):
     "make, message",
     [
         (lambda: Budget(n_trials=None, timeout=None), "give a number of trials, a timeout"),
-        (lambda: Budget(n_trials=0), r"n_trials: expected an integer in \[1, inf\)"),
+        (lambda: Budget(n_trials=-1), r"n_trials: expected an integer in \[0, inf\)"),
         (lambda: Budget(timeout=0), "timeout: expected a positive number, got 0"),
         (lambda: ap.ProxyOptions(finetune_epochs=float("inf")), "proxy.finetune_epochs"),
         (lambda: ap.ProxyOptions(finetune_lr=0), "proxy.finetune_lr"),

@@ -1,0 +1,76 @@
+"""The benchmark suite's bookkeeping: its summary arithmetic and its per-row cache (the
+suite itself runs as ``python benchmarks/suite.py --quick``)."""
+
+import importlib.util
+import math
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCHMARKS = os.path.join(os.path.dirname(HERE), "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def suite():
+    sys.path.insert(0, BENCHMARKS)
+    try:
+        spec = importlib.util.spec_from_file_location("suite", os.path.join(BENCHMARKS, "suite.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["suite"] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(BENCHMARKS)
+        sys.modules.pop("suite", None)
+
+
+def row(suite, arch, task, name, value, drop=0.005):
+    return suite.Row(
+        arch=arch, task=task, row=name, value=value, val_drop=drop, test_acc=0.9,
+        feasible=drop <= suite.EPS, macs=1 / value, size=value, recoveries=8, trials=0,
+        minutes=1.0,
+    )  # fmt: skip
+
+
+def test_summary_divides_by_the_best_feasible_baseline_and_the_ablation(suite):
+    rows = [
+        row(suite, "vgg", "macs", "uniform", 2.0),
+        row(suite, "vgg", "macs", "global", 4.0, drop=0.02),  # breaks eps: not a baseline
+        row(suite, "vgg", "macs", "autoprune", 3.0),
+        row(suite, "vgg", "macs", "no_study", 2.5),
+        row(suite, "vgg", "size", "uniform", 10.0),
+        row(suite, "vgg", "size", "global", 20.0),
+        row(suite, "vgg", "size", "autoprune", 15.0),
+        row(suite, "vgg", "size", "no_study", 15.0),
+    ]
+    line, table = suite.summary(rows)
+    macs, size = table
+    assert macs["best baseline"] == "uniform" and macs["autoprune / best"] == pytest.approx(1.5)
+    assert size["best baseline"] == "global" and size["autoprune / best"] == pytest.approx(0.75)
+    assert macs["autoprune / no_study"] == pytest.approx(1.2)
+    assert f"{math.sqrt(1.5 * 0.75):.3f}x (lowest 0.750x)" in line
+    assert f"no_study {math.sqrt(1.2 * 1.0):.3f}x over 2 pair(s)" in line
+
+
+def test_rows_are_cached_and_read_back(suite, tmp_path):
+    path = str(tmp_path / "vgg.macs.uniform.json")
+    assert suite.cached(path) is None
+    saved = row(suite, "vgg", "macs", "uniform", 2.0)
+    suite.save(path, saved)
+    assert suite.cached(path) == saved
+    assert os.listdir(tmp_path) == ["vgg.macs.uniform.json"]  # no temporary file left
+
+
+def test_settings_key_changes_with_what_a_row_does(suite):
+    S = suite.Settings
+    assert S().key() == S().key()
+    assert S().key() != S(recovery_epochs=2).key()
+    assert S.quick().key() != S().key()
+    # autoprune's own settings change its rows' keys, not the baselines'
+    assert S(prior="sensitivity").key("autoprune") != S().key("autoprune")
+    assert S(prior="sensitivity").key("no_study") != S().key("no_study")
+    for row in ("uniform", "global", "dense"):
+        assert S(prior="sensitivity", trials=3).key(row) == S().key(row)
+        assert S(recovery_lr=0.1).key(row) != S().key(row)

@@ -25,7 +25,8 @@ Rows:
 
 * ``uniform``: one sparsity for every unit, bisected over ``--recoveries`` recoveries;
 * ``global``: one global ranking, its ratio bisected the same way: Torch-Pruning's global
-  magnitude channel pruning (the classifier kept), or one global weight-magnitude ranking
+  magnitude pruning of the convolutions' channels (fully connected layers kept whole, as
+  ``filter_prune`` keeps them), or one global weight-magnitude ranking
   (what ``torch.nn.utils.prune.global_unstructured`` with ``L1Unstructured`` removes);
 * ``autoprune``: ``Compressor`` with ``--trials`` proxy-scored trials, a 15-minute timeout
   and the recovery budget above;
@@ -80,7 +81,7 @@ TASKS = ("throughput", "macs", "size", "size_q4")
 ROWS = ("uniform", "global", "autoprune", "no_study", "dense")
 SIZE = O.inference_size_fp16
 SEARCHED = ("autoprune", "no_study")  # the rows that run the Compressor
-SHARED = ("recoveries", "recovery_epochs", "recovery_lr", "limit", "throughput_batch")
+SHARED = ("eps", "recoveries", "recovery_epochs", "recovery_lr", "limit", "throughput_batch")
 SHARED += ("timing_rounds",)
 
 
@@ -88,6 +89,7 @@ SHARED += ("timing_rounds",)
 class Settings:
     """What a suite run does; the cache key of its rows."""
 
+    eps: float = EPS
     recoveries: int = 8
     recovery_epochs: float = 1.0
     recovery_lr: float = 0.05
@@ -105,6 +107,7 @@ class Settings:
     @classmethod
     def quick(cls) -> Settings:
         return cls(
+            eps=0.05,  # 200 validation examples: a pruned plan can hold
             recoveries=3,
             recovery_epochs=0.1,
             trials=4,
@@ -220,13 +223,15 @@ def measure(
     return value, macs, size
 
 
-def classifier(model: nn.Module) -> nn.Module:
-    """The output layer (the last Linear), which channel pruning keeps whole."""
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+def linears(model: nn.Module) -> list[nn.Module]:
+    """The fully connected layers, which ``filter_prune`` keeps whole (their neurons are
+    ``neuron_prune``'s): the global baseline prunes what autoprune's scheme prunes."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)]
 
 
 def global_channels(original: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
-    """Torch-Pruning's global magnitude channel pruning at ``ratio``."""
+    """Torch-Pruning's global magnitude channel pruning at ``ratio``, of the
+    convolutions' output channels (the units ``filter_prune`` searches)."""
     model = copy.deepcopy(original)
     if ratio <= 0:
         return model
@@ -238,7 +243,7 @@ def global_channels(original: nn.Module, x: torch.Tensor, ratio: float) -> nn.Mo
             importance=tp.importance.GroupMagnitudeImportance(p=1),
             pruning_ratio=ratio,
             global_pruning=True,
-            ignored_layers=[classifier(model)],
+            ignored_layers=linears(model),
         )
         pruner.step()
     return model
@@ -276,7 +281,7 @@ class Task:
             value=value,
             val_drop=drop,
             test_acc=ap.evaluate(model, self.loaders.test).accuracy,
-            feasible=drop <= EPS,
+            feasible=drop <= self.settings.eps,
             macs=macs,
             size=size,
             minutes=(time.perf_counter() - start) / 60,
@@ -293,7 +298,7 @@ class Task:
             model = make(mid)
             drop = self.drop(model)
             log(f"  {name} {k + 1}/{self.settings.recoveries}: {mid:.4f} drop {drop:+.4f}")
-            if drop <= EPS:
+            if drop <= self.settings.eps:
                 lo, best, ratio = mid, model, mid
             else:
                 hi = mid
@@ -339,7 +344,7 @@ class Task:
         return ap.Compressor(
             self.original,
             task_objective(self.task, s),
-            EPS,
+            s.eps,
             scheme=task_scheme(self.task),
             data=self.data,
             recovery=counted(s),
@@ -546,7 +551,7 @@ def main() -> None:
                 )
     line, table = summary(rows)
     for task in args.task:
-        print(f"\n{task} (eps={EPS})")
+        print(f"\n{task} (eps={settings.eps:g})")
         print(
             metrics.format_table(
                 [asdict(r) for r in rows if r.task == task],

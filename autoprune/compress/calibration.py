@@ -151,7 +151,8 @@ def _step(
     ok = drop <= ctx.eps
     mean = mean_sparsity(sparsities)
     ctx.log(
-        f"calibration {k + 1}/{steps}: uniform level {level:.3f} "
+        f"calibration {k + 1}/{steps}: {'level' if space.prior else 'uniform level'} "
+        f"{level:.3f} "
         f"(mean sparsity {mean:.3f}): proxy drop {proxy.drop:+.4f}, after "
         f"{getattr(recovery, 'epochs', 0):g} epoch(s) of fine-tuning drop {drop:+.4f}: "
         f"{'holds' if ok else 'breaks'} eps"

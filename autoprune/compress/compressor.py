@@ -203,7 +203,8 @@ class Compressor:
             it holds; they run while the ``timeout`` allows (0: none).
         prior: how the search's global level spreads over units (the allocation prior):
             ``"uniform"`` (the same point of every unit's range), ``"global"`` (as one
-            global magnitude ranking would prune them; ``prune`` only) or
+            global ranking of weight magnitudes, or of channel scores normalised by their
+            group's mean, would prune them; ``prune``, ``filter_prune``, ``neuron_prune``) or
             ``"sensitivity"`` (a sensitivity analysis's drops traded against what each
             unit saves of the objective, :mod:`autoprune.compress.allocation`).
             ``"auto"``: global for ``prune``, else uniform. The calibration bisects along

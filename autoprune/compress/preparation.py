@@ -12,12 +12,14 @@ resumed study searches the same space.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from ..schemes import Compose, Prune, Quantize, Scheme
+from ..schemes.structured import StructuredPrune
 from .allocation import sensitivity_prior
 from .bounds import Bounds
 from .calibration import Calibration, calibrate
@@ -80,17 +82,44 @@ def searched_levels(held: float | None, broken: float | None) -> tuple[float, fl
     return (round(max(0.0, held - 0.15), 6), round(min(1.0, top), 6))
 
 
+def structured(scheme: Scheme | None) -> StructuredPrune | None:
+    """The scheme's channel or neuron pruning when that is all it searches."""
+    if isinstance(scheme, Compose):
+        searched = [s for s in scheme.schemes if not isinstance(s, Quantize)]
+        scheme = searched[0] if len(searched) == 1 else None
+    return scheme if isinstance(scheme, StructuredPrune) else None
+
+
+def _importance(ctx: RunContext, units: list[Unit]) -> dict[str, torch.Tensor]:
+    """What one global ranking compares: every weight's magnitude (``prune``), or every
+    channel's criterion score divided by its group's mean score, as Torch-Pruning's
+    global pruning normalises groups of different fan-in (channel pruning)."""
+    if layer_prune(ctx.scheme) is not None:
+        return {u.name: _weight(ctx.original, u.layer).detach().abs().flatten() for u in units}
+    op = structured(ctx.scheme)
+    if op is None:
+        return {}
+    scores = op.channel_importance(copy.deepcopy(ctx.original), ctx.example_input)
+    names = {u.layer: u.name for u in units}
+    return {
+        names[root]: (s / s.mean().clamp_min(1e-12)).flatten()
+        for root, s in scores.items()
+        if root in names
+    }
+
+
 def global_prior(ctx: RunContext, units: list[Unit]) -> dict[str, list[float]]:
     """Per-unit positions that follow one global magnitude ranking, per level.
 
-    At level ``l`` the weights of all units are ranked together and the smallest
-    ``l * max(high)`` of them removed; each unit's resulting sparsity, as a position in
-    its range, is its prior value. Big layers with many small weights are pruned harder
-    than small ones, as global magnitude pruning does.
+    At level ``l`` the weights (or channels) of all units are ranked together and the
+    smallest ``l * max(high)`` of them removed; each unit's resulting sparsity, as a
+    position in its range, is its prior value. Big layers with many small weights are
+    pruned harder than small ones, as global magnitude pruning does.
     """
-    if layer_prune(ctx.scheme) is None:
+    mags = _importance(ctx, units)
+    if not mags:
         return {}
-    mags = {u.name: _weight(ctx.original, u.layer).detach().abs().flatten() for u in units}
+    units = [u for u in units if u.name in mags]
     everything = torch.cat(list(mags.values())).sort().values
     top = max(u.high for u in units)
     prior: dict[str, list[float]] = {u.name: [] for u in units}

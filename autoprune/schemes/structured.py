@@ -138,6 +138,22 @@ class StructuredPrune(Pruning):
             g.root: plan.groups[g.root].total if g.root in plan.groups else g.size for g in groups
         }
 
+    def channel_importance(
+        self, model: nn.Module, example_input: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``{group root: a score per channel}`` under the operator's criterion (higher:
+        more important), for the groups it would prune; grouped convolutions' blocks
+        share their scores."""
+        graph, groups = self._groups(model, example_input)
+        gen = self._generator()
+        out = {}
+        for g in groups:
+            rows, gamma = graph.channel_rows(g, model)
+            scores = channel_scores(self.criterion, rows, gamma, gen)
+            G = g.channel_groups
+            out[g.root] = scores.view(G, -1).sum(dim=0).repeat(G)
+        return out
+
     # -- pruning ----------------------------------------------------------------------
     def apply(self, model: nn.Module, example_input: torch.Tensor | None = None) -> Plan:
         graph, groups = self._groups(model, example_input)

@@ -103,6 +103,7 @@ class Settings:
     timing_rounds: int = 40
     prior: str = "auto"  # autoprune's allocation prior
     threshold: str = "midpoint"  # autoprune's calibrated threshold rule
+    space: str = "shape"  # autoprune's search space (no_study: the calibration's uniform plans)
 
     @classmethod
     def quick(cls) -> Settings:
@@ -126,6 +127,8 @@ class Settings:
         fields = asdict(self)
         if row not in SEARCHED:
             fields = {k: v for k, v in fields.items() if k in SHARED}
+        elif row == "no_study":  # no study: its space and trials do not matter
+            fields = {k: v for k, v in fields.items() if k not in ("space", "trials")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
     def recovery(self) -> ap.FineTune:
@@ -334,7 +337,7 @@ class Task:
 
         return self.bisect("global", make, log)
 
-    def compressor(self, n_trials: int, refine: int) -> ap.Compressor:
+    def compressor(self, n_trials: int, refine: int, space: str) -> ap.Compressor:
         s = self.settings
         proxy = ap.ProxyOptions(
             finetune_epochs=s.proxy_epochs,
@@ -353,15 +356,16 @@ class Task:
             proxy=proxy,
             calibration=ap.CalibrationOptions(steps=s.calibration_steps, threshold=s.threshold),
             prior=s.prior,
+            space=space,
             max_attempts=s.max_attempts,
             refine=refine,
             seed=0,
             progress=False,
         )
 
-    def search(self, name: str, n_trials: int, refine: int) -> Row:
+    def search(self, name: str, n_trials: int, refine: int, space: str) -> Row:
         start, Counted.count = time.perf_counter(), 0
-        result = self.compressor(n_trials, refine).run()
+        result = self.compressor(n_trials, refine, space).run()
         trials = sum(1 for t in result.trials if t.get("state") == "complete")
         return self.row(
             name,
@@ -374,13 +378,14 @@ class Task:
         )
 
     def autoprune(self, log) -> Row:
-        s = self.settings
-        refine = max(0, s.recoveries - s.calibration_steps - s.max_attempts)
-        return self.search("autoprune", s.trials, refine)
+        s = self.settings  # the study's finalists, then the calibrated plan (reused)
+        refine = max(0, s.recoveries - s.calibration_steps - (s.max_attempts - 1))
+        return self.search("autoprune", s.trials, refine, s.space)
 
     def no_study(self, log) -> Row:
-        s = self.settings  # the calibrated plan is reused: the finalists' share refines
-        return self.search("no_study", 0, max(0, s.recoveries - s.calibration_steps))
+        s = self.settings  # the calibrated plan is the finalist (reused): the rest refines
+        refine = max(0, s.recoveries - s.calibration_steps)
+        return self.search("no_study", 0, refine, "offsets")
 
     def dense(self, log) -> Row:
         start, Counted.count = time.perf_counter(), 0
@@ -497,6 +502,12 @@ def main() -> None:
         help="autoprune's allocation prior (its rows only)",
     )
     parser.add_argument(
+        "--space",
+        default=defaults.space,
+        choices=["shape", "offsets"],
+        help="autoprune's search space (its autoprune row only)",
+    )
+    parser.add_argument(
         "--threshold",
         default=defaults.threshold,
         choices=["midpoint", "held"],
@@ -518,7 +529,9 @@ def main() -> None:
             recovery_lr=args.recovery_lr,
             trials=args.trials,
         )
-    settings = dataclasses.replace(settings, prior=args.prior, threshold=args.threshold)
+    settings = dataclasses.replace(
+        settings, prior=args.prior, threshold=args.threshold, space=args.space
+    )
     data = fashion_mnist(args.data_root, limit=settings.limit)
     if settings.limit is not None:  # quick: a tenth of the test set too
         data = dataclasses.replace(data, test=Subset(data.test, range(1000)))

@@ -296,6 +296,12 @@ CASES = [
     ("sampler case", spec("search: {sampler: TPE}\n"), ["validate"], "did you mean 'tpe'"),
     ("trials negative", spec("search: {trials: -1}\n"), ["validate"], "search.trials"),
     (
+        "shape space, two objectives",
+        spec("objective: [macs, params]\nsearch: {space: shape}\n"),
+        ["search", "SPEC"],
+        "search.space: 'shape' searches plans of one cost for one objective",
+    ),
+    (
         "bounds not json",
         {"spec.yaml": "search: {bounds: b.json}\n", "b.json": "{not json"},
         ["validate"],

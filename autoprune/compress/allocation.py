@@ -33,11 +33,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..objectives.base import Metric
-from ..objectives.builtins import macs
 from .context import RunContext
 from .proxy import pruned_copy
 from .sensitivity import Sensitivity
+from .shape import cost_metric
 from .space import Unit
 
 GRID = 61  # sparsities per unit the allocation chooses among
@@ -123,12 +122,7 @@ def saving_curves(ctx: RunContext, units: Sequence[Unit], sens: Sensitivity) -> 
     """Each analysed unit's :class:`Curve`: the sensitivity's drops, and what the
     objective's metric saves on the same single-unit plans (MACs for a timing, which is
     too noisy to measure per unit)."""
-    metric: Metric = macs
-    sign = 1.0
-    for o in ctx.objectives:
-        if o.metric.deterministic:
-            metric, sign = o.metric, (1.0 if o.direction == "minimize" else -1.0)
-            break
+    metric, sign = cost_metric(ctx)
     base = float(metric(ctx.original, ctx.example_input))
     drops = sens.drops()
     curves = {}

@@ -29,6 +29,7 @@ The flow (see ``docs/search.md``), one stage each:
 from __future__ import annotations
 
 import copy
+import math
 import os
 import socket
 import time
@@ -71,6 +72,7 @@ from .options import (
     check_data,
     check_eps,
     check_instance,
+    check_space,
     check_warm_start,
     option,
 )
@@ -81,7 +83,18 @@ from .refinement import Refinement, refine_plan, room_left
 from .result import CompressionResult
 from .sensitivity import SensitivityOptions
 from .settings import run_settings, study_setup
-from .space import SPACES, SearchSpace
+from .shape import (
+    LEADERS,
+    RUNG,
+    Projection,
+    anchor,
+    broken_levels,
+    cost_metric,
+    plan_cost,
+    ranked_shapes,
+    rescored,
+)
+from .space import SearchSpace
 from .study import (
     describe_trial,
     make_sampler,
@@ -181,8 +194,9 @@ class Compressor:
             limit). A candidate whose outputs turn NaN or inf fails its trial too, and
             ``max_failures`` failures in a row stop the search.
         sampler: ``"tpe"`` (multivariate, default), ``"gp"``, ``"cmaes"`` or ``"random"``.
-        space: ``"offsets"`` (default), ``"independent"`` or ``"uniform"`` (see
-            :mod:`autoprune.compress.space`).
+        space: ``"offsets"`` (default), ``"shape"`` (plans of one cost, ranked by proxy
+            accuracy: :mod:`autoprune.compress.shape`), ``"independent"`` or
+            ``"uniform"`` (see :mod:`autoprune.compress.space`).
         bounds: ``(low, high)`` for every unit, ``{unit or pattern: (low, high)}``,
             ``"sensitivity"``, or a :class:`~autoprune.compress.sensitivity.Sensitivity`
             (or the path of its ``.json``).
@@ -269,7 +283,7 @@ class Compressor:
         self.relative = bool(relative)
         self.accuracy = accuracy or top1
         self.sampler = sampler
-        self.space = _checks.choice("space", space, SPACES)
+        self.space = check_space(space, len(self.objectives))
         self.warm_start = check_warm_start(warm_start)
         self.proxy = option("proxy", proxy, ProxyOptions)
         self.calibration = option("calibration", calibration, CalibrationOptions)
@@ -285,6 +299,14 @@ class Compressor:
         self.batch_size = _checks.number("batch_size", batch_size, 1, integer=True)
         self.eval_batch_size = _checks.number("eval_batch_size", eval_batch_size, 1, integer=True)
         self.progress = bool(progress)
+
+    @property
+    def study_directions(self) -> list[str]:
+        """What the study's values are: the objectives', or in the shape space the proxy
+        accuracy (maximised) of plans of equal cost."""
+        if self.space == "shape":
+            return ["maximize"]
+        return [o.direction for o in self.objectives]
 
     @property
     def will_refine(self) -> bool:
@@ -386,7 +408,7 @@ class Compressor:
         # a resumed study, or a worker joining one, draws a fresh random stream: the seed's
         # own would propose the trials the study already has
         sampler = make_sampler(self.sampler, self.seed)
-        directions = [o.direction for o in self.objectives]
+        directions = self.study_directions
         study, resumed = open_study(
             storage, self.study_name, directions, sampler, study_setup(self, units)
         )
@@ -463,25 +485,26 @@ class Compressor:
     ) -> CompressionResult:
         """The finalists recovered, the plan refined, the model measured and saved."""
         ctx, study, budget, phases = session.ctx, session.study, session.budget, session.phases
-        space = self._space(prep)
+        space = self._space(ctx, prep)
         with phases.timed("recovery"):
-            order, outcome, notes = self._finalists(ctx, study, prep, recovered, budget)
+            order, outcome, notes = self._finalists(ctx, study, prep, space, recovered, budget)
         refinement = Refinement()
-        if outcome.recovered is not None and outcome.chosen is not None and self.will_refine:
+        chosen = outcome.attempt
+        if outcome.recovered is not None and chosen and chosen.params and self.will_refine:
             with phases.timed("refine"):
-                params = study.trials[outcome.chosen].params
+                params = chosen.params
                 refinement = refine_plan(
                     ctx,
                     budget,
                     space,
                     params,
-                    prep.calibration,
+                    broken_levels(prep.calibration, space, params),
                     self.refine,
                     proxy=lambda sparsities: _proxy_drop(session.scorer, sparsities),
                 )
-            notes += refinement.notes(outcome.chosen, params)
+            notes += refinement.notes(chosen.label, params)
         compressed, after_val = self._compressed(ctx, outcome, refinement)
-        room = self._room_left(ctx, study, prep, outcome, refinement)
+        room = self._room_left(ctx, prep, outcome, refinement)
         if room is not None:
             notes.append(room)
             self.log(room)
@@ -619,8 +642,12 @@ class Compressor:
         recovered = prepared.calibration.recovered if prepared.calibration else {}
         return prepared.preparation, recovered
 
-    def _space(self, prep: Preparation) -> SearchSpace:
-        return SearchSpace(prep.units, self.space, level_range=prep.level_range, prior=prep.prior)
+    def _space(self, ctx: RunContext, prep: Preparation) -> SearchSpace:
+        space = SearchSpace(prep.units, self.space, level_range=prep.level_range, prior=prep.prior)
+        if self.space == "shape":
+            target = prep.target_level if prep.target_level is not None else 0.5
+            space.projection = Projection(space, plan_cost(ctx), target)
+        return space
 
     def _search(
         self,
@@ -632,17 +659,27 @@ class Compressor:
     ) -> SearchSpace:
         """Run the study's trials in the prepared space, leaving time for the finalists and
         the refinement; returns the space."""
-        space = self._space(prep)
-        scorer.tau = prep.tau
+        space = self._space(ctx, prep)
+        shape = self.space == "shape"
+        scorer.tau = math.inf if shape else prep.tau
         budget.calibrated = [
             r.recovery_seconds for r in prep.calibration if r.recovery_seconds is not None
         ]
         wanted = ", ".join(f"{o.direction} {o.metric.describe()}" for o in self.objectives)
-        self.log(
-            f"search: {len(space.units)} units ({self.space} space, level in "
-            f"[{space.level_range[0]:.2f}, {space.level_range[1]:.2f}], {self.sampler} "
-            f"sampler), objective {wanted}; feasible when the proxy drop is <= {prep.tau:.4f}"
-        )
+        if shape:
+            metric, _ = cost_metric(ctx)
+            self.log(
+                f"search: {len(space.units)} units (shape space, {self.sampler} sampler): "
+                f"every plan at the {metric.describe()} of the prior's plan at level "
+                f"{prep.target_level:.4f}; maximise the proxy accuracy"
+            )
+        else:
+            self.log(
+                f"search: {len(space.units)} units ({self.space} space, level in "
+                f"[{space.level_range[0]:.2f}, {space.level_range[1]:.2f}], {self.sampler} "
+                f"sampler), objective {wanted}; feasible when the proxy drop is <= "
+                f"{prep.tau:.4f}"
+            )
         n_trials = self.budget.n_trials
         if n_trials == 0:  # no search: the warm-start (calibrated) uniform plans alone
             n_trials = sum(map(space.warm_level, prep.warm))
@@ -654,14 +691,16 @@ class Compressor:
             scorer,
             n_trials=n_trials,
             timeout=budget.trials_timeout(self.will_refine),
-            tau=prep.tau,
-            directions=[o.direction for o in self.objectives],
+            tau=scorer.tau,
+            directions=self.study_directions,
             sampler_name=self.sampler,
             warm_start=prep.warm,
             progress=self.progress,
             log=self.log,
             describe=describe_trial,
             max_failures=self.budget.max_failures,
+            accuracy=shape,
+            keep=(LEADERS + 1) * RUNG if shape and self.proxy.finetune_epochs > 0 else 0.0,
         )
         return space
 
@@ -670,21 +709,30 @@ class Compressor:
         ctx: RunContext,
         study: optuna.Study,
         prep: Preparation,
+        space: SearchSpace,
         recovered: Mapping[tuple, nn.Module],
         budget: TimeBudget,
     ) -> tuple[list[optuna.trial.FrozenTrial], Outcome, list[str]]:
         """Rank the feasible trials, choose the finalists and recover them in order."""
         held = {r.level for r in prep.calibration if r.holds}
-        order = remeasure(ctx, ranked(study, [o.direction for o in self.objectives]), held)
+        if space.projection is not None:  # the shape space
+            order = rescored(
+                ctx,
+                ranked_shapes(study, space.projection.target),
+                self.proxy,
+                lambda seconds: budget.fits(2, extra=seconds),
+            )
+            candidates = [Candidate.of(tr) for tr in order] + anchor(space, prep.held)
+        else:
+            order = remeasure(ctx, ranked(study, [o.direction for o in self.objectives]), held)
+            candidates = [Candidate.of(tr) for tr in order]
         notes = []
-        if not order:
+        if not candidates:
             notes.append(
                 "no candidate of the search kept accuracy within eps; try more trials, "
                 "narrower bounds or a larger eps"
             )
-        finalists = select(
-            [Candidate.of(tr) for tr in order], set(recovered), ctx.noisy, self.max_attempts
-        )
+        finalists = select(candidates, set(recovered), ctx.noisy, self.max_attempts)
         outcome = recover_finalists(
             ctx, budget, finalists, recovered, self.max_attempts, self.will_refine
         )
@@ -696,17 +744,17 @@ class Compressor:
     @staticmethod
     def _room_left(
         ctx: RunContext,
-        study: optuna.Study,
         prep: Preparation,
         outcome: Outcome,
         refinement: Refinement,
     ) -> str | None:
         """The note :func:`~.refinement.room_left` gives on the returned plan, if any."""
         kept = refinement.best or outcome.recovered
-        if kept is None or outcome.chosen is None:
+        chosen = outcome.attempt
+        if kept is None or chosen is None or chosen.params is None:
             return None
         held = refinement.held if refinement.best is not None else None
-        level = held.level if held is not None else study.trials[outcome.chosen].params.get("level")
+        level = held.level if held is not None else chosen.params.get("level")
         broke = any(got.drop > ctx.eps for _, got in outcome.tried)
         return room_left(ctx.eps, kept.drop, level, prep.calibration, refinement, broke)
 

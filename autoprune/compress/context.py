@@ -175,10 +175,11 @@ class TimeBudget:
         spent = self.timed or self.calibrated
         return sum(spent) / len(spent) if spent else 0.0
 
-    def fits(self, recoveries: int = 1) -> bool:
-        """Whether ``recoveries`` more recoveries fit before the deadline."""
+    def fits(self, recoveries: int = 1, extra: float = 0.0) -> bool:
+        """Whether ``recoveries`` more recoveries, after ``extra`` seconds of other work,
+        fit before the deadline."""
         deadline = self.deadline
-        return deadline is None or self.clock() + recoveries * self.estimate() <= deadline
+        return deadline is None or self.clock() + extra + recoveries * self.estimate() <= deadline
 
     def reserve(self, refining: bool) -> float:
         """Seconds the trials leave for recovering a finalist and, when ``refining``, one

@@ -26,29 +26,49 @@ from ..plan import get_plan
 from ..schemes import materialize
 from .context import RunContext, TimeBudget
 from .proxy import pruned_copy
-from .space import plan_key
+from .space import SearchSpace, plan_key
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A feasible trial: its number and its per-unit sparsities."""
+    """A plan that may be recovered: its trial's number (None for a plan that is no
+    trial, such as the calibrated plan in the shape space), its per-unit sparsities, and
+    its parameters in the search space (what the refinement raises the level of)."""
 
-    number: int
+    number: int | None
     sparsities: Mapping[str, float]
     warm_start: float | None = None
+    params: Mapping[str, float] | None = None
+    name: str | None = None
 
     @classmethod
     def of(cls, trial: optuna.trial.FrozenTrial) -> Candidate:
-        return cls(trial.number, trial.user_attrs["sparsities"], trial.user_attrs.get("warm_start"))
+        return cls(
+            trial.number,
+            trial.user_attrs["sparsities"],
+            trial.user_attrs.get("warm_start"),
+            SearchSpace.params_of(trial),
+        )
+
+    @property
+    def label(self) -> str:
+        return self.name or f"trial {self.number}"
 
 
 @dataclass(frozen=True)
 class Attempt:
-    """A plan to recover: how the log names it, its trial (None for a scaled-down plan)."""
+    """A plan to recover: how the log names it, its trial (None for a scaled-down plan or
+    a plan that is no trial), its parameters (None for a scaled-down plan)."""
 
     label: str
     number: int | None
     sparsities: Mapping[str, float]
+    params: Mapping[str, float] | None = None
+
+    @property
+    def scaled(self) -> bool:
+        """Whether this is a trial's plan scaled down (no trial, no parameters)."""
+        return self.number is None and self.params is None
 
 
 @dataclass(frozen=True)
@@ -78,16 +98,14 @@ def select(
             fallback = False
             continue
         if fallback or len(attempts) < max(1, max_attempts - 1):
-            attempts.append(Attempt(f"trial {cand.number}", cand.number, cand.sparsities))
+            attempts.append(Attempt(cand.label, cand.number, cand.sparsities, cand.params))
         if fallback:
             break
     if order:
         best = order[0]
         for factor in (0.8, 0.6):
             scaled = {k: round(v * factor, 6) for k, v in best.sparsities.items()}
-            attempts.append(
-                Attempt(f"trial {best.number} at {factor:g}x its sparsity", None, scaled)
-            )
+            attempts.append(Attempt(f"{best.label} at {factor:g}x its sparsity", None, scaled))
     return Finalists(attempts, fallback)
 
 
@@ -154,6 +172,7 @@ class Outcome:
 
     recovered: Recovered | None = None
     chosen: int | None = None
+    attempt: Attempt | None = None  # the one that held
     notes: list[str] = field(default_factory=list)
     tried: list[tuple[Attempt, Recovered]] = field(default_factory=list)  # recovered here
 
@@ -181,7 +200,7 @@ def recover_finalists(
             ctx.log(f"{attempt.label} was recovered during calibration; reusing that model")
         elif tried >= max_attempts:
             continue
-        elif attempt.number is None and _removes_nothing(ctx, attempt.sparsities):
+        elif attempt.scaled and _removes_nothing(ctx, attempt.sparsities):
             out.notes.append(
                 f"{attempt.label} removes nothing once channel counts are rounded "
                 "(round_to); not recovered"
@@ -203,7 +222,7 @@ def recover_finalists(
         if got.note and got.note not in out.notes:
             out.notes.append(got.note)
         if got.drop <= ctx.eps:
-            out.recovered, out.chosen = got, attempt.number
+            out.recovered, out.chosen, out.attempt = got, attempt.number, attempt
             ctx.log(f"recovered {attempt.label}: {got.describe(ctx.deployment.dtype)} within eps")
             break
         out.notes.append(

@@ -128,6 +128,23 @@ def check_eps(eps: Any) -> float:
     return _checks.fraction("eps", eps)
 
 
+def check_space(space: Any, objectives: int) -> str:
+    """A search space by name; the shape space ranks plans of one cost, for one objective.
+
+    >>> check_space("shape", 1)
+    'shape'
+    """
+    from .space import SPACES
+
+    _checks.choice("space", space, SPACES)
+    if space == "shape" and objectives > 1:
+        raise ConfigError(
+            "space: 'shape' searches plans of one cost for one objective; give one "
+            "objective, or use space='offsets' for several"
+        )
+    return str(space)
+
+
 def check_warm_start(levels: Any) -> tuple[float, ...]:
     """Uniform levels tried first, each in [0, 1]."""
     if isinstance(levels, (str, bytes)) or not isinstance(levels, Sequence):

@@ -27,6 +27,7 @@ from .context import RunContext, TimeBudget
 from .options import CalibrationOptions, ProxyOptions
 from .proxy import ProxyScorer
 from .records import Preparation, first_broken_above
+from .refinement import next_level
 from .sensitivity import Sensitivity, SensitivityOptions, analyze
 from .space import SearchSpace, Unit, operator_of
 
@@ -191,9 +192,14 @@ def prepare(
         tau, warm, records = ctx.eps, list(setup.warm_start), []
     level_range = (0.0, 1.0)
     held = calibration.held if calibration is not None else None
+    broken = first_broken_above(records, held) if held is not None else None
     if held is not None and setup.space != "independent":
-        broken = first_broken_above(records, held)
         level_range = searched_levels(held, broken.level if broken else None)
+    target = None
+    if setup.space == "shape":  # the cost every trial matches: the bisection's next level
+        target = next_level(held, broken.level if broken else None, 1.0) if held else 0.5
+        warm = [target]
+        ctx.log(f"shape: every trial costs what the prior's plan at level {target:.4f} costs")
     preparation = Preparation(
         units=units,
         tau=tau,
@@ -202,6 +208,7 @@ def prepare(
         calibration=records,
         prior=prior,
         sensitivity=sens_dict,
+        target_level=target,
     )
     return Prepared(preparation, phases, calibration)
 

@@ -81,6 +81,8 @@ class Preparation:
         calibration: the calibration's records.
         prior: the allocation prior per unit (a table over evenly spaced levels).
         sensitivity: the sensitivity analysis the bounds came from, as a dict.
+        target_level: in the shape space, the prior's level whose cost every trial
+            matches (None in the others).
     """
 
     units: list[Unit]
@@ -90,6 +92,7 @@ class Preparation:
     calibration: list[LevelRecord] = field(default_factory=list)
     prior: dict[str, list[float]] = field(default_factory=dict)
     sensitivity: dict[str, Any] | None = None
+    target_level: float | None = None
 
     @property
     def held(self) -> float | None:
@@ -109,6 +112,8 @@ class Preparation:
             out["prior"] = self.prior
         if self.sensitivity is not None:
             out["sensitivity"] = self.sensitivity
+        if self.target_level is not None:
+            out["target_level"] = self.target_level
         return out
 
     @classmethod
@@ -121,4 +126,5 @@ class Preparation:
             calibration=[LevelRecord.from_dict(r) for r in data.get("calibration", [])],
             prior=dict(data.get("prior") or {}),
             sensitivity=data.get("sensitivity"),
+            target_level=data.get("target_level"),
         )

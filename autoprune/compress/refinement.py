@@ -40,13 +40,13 @@ class Refinement:
         held = [r for r in self.records if r.holds]
         return max(held, key=lambda r: r.level) if held else None
 
-    def notes(self, chosen: int, params: Mapping[str, float]) -> list[str]:
-        """What the result's notes say of this refinement of trial ``chosen``."""
+    def notes(self, chosen: str, params: Mapping[str, float]) -> list[str]:
+        """What the result's notes say of this refinement of the plan labelled ``chosen``."""
         last = self.held
         if self.best is None or last is None:
             return []
         return [
-            f"refined trial {chosen}: its level raised from {params['level']:.4f} to "
+            f"refined {chosen}: its level raised from {params['level']:.4f} to "
             f"{last.level:.4f} (recovered val drop {last.drop:+.4f})"
         ]
 
@@ -79,16 +79,17 @@ def refine_plan(
     budget: TimeBudget,
     space: SearchSpace,
     params: Mapping[str, float],
-    calibration: Sequence[LevelRecord],
+    broken: Sequence[float],
     steps: int,
     proxy: Callable[[Mapping[str, float]], float | None] | None = None,
 ) -> Refinement:
-    """Raise the level of the plan with Optuna parameters ``params``, at most ``steps``
-    times, while a recovery still fits the time left (see the module docstring).
+    """Raise the level of the plan with search-space parameters ``params``, at most
+    ``steps`` times, while a recovery still fits the time left (see the module
+    docstring); ``broken``: levels of the same shape known to break eps.
     ``proxy(sparsities) -> proxy drop``, when given, scores each step's plan too, so that
     the run can say how well its proxy ranks what recovery achieves."""
     lo = float(params["level"])
-    above = [r.level for r in calibration if not r.holds and r.level > lo]
+    above = [level for level in broken if level > lo]
     hi = min(above) if above else None
     top = max(space.level_range[1], min(1.0, lo + 0.1))
     out = Refinement()

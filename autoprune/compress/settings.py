@@ -88,6 +88,7 @@ class RunSettings:
             as given (``units`` with their final ranges).
         options: the proxy, calibration and sensitivity options.
         tau, level_range: the search's threshold and sampled level range.
+        target_level: in the shape space, the prior's level whose cost every trial has.
         calibration, refinement: the levels recovered for real.
         sensitivity: the analysis the bounds came from (as a dict), if any.
         storage, study_name: the Optuna study.
@@ -114,6 +115,7 @@ class RunSettings:
     options: dict[str, Any] = field(default_factory=dict)
     tau: float = 0.0
     level_range: list[float] | None = None
+    target_level: float | None = None
     calibration: list[LevelRecord] = field(default_factory=list)
     refinement: list[LevelRecord] = field(default_factory=list)
     sensitivity: dict[str, Any] | None = None
@@ -220,6 +222,7 @@ def run_settings(
         options=options_dict(c.proxy, c.calibration, c.sensitivity),
         tau=prep.tau,
         level_range=list(prep.level_range),
+        target_level=prep.target_level,
         calibration=list(prep.calibration),
         refinement=refinement.records,
         sensitivity=prep.sensitivity,

@@ -9,6 +9,9 @@ structured schemes). Three parameterisations are available:
   sparsity between units.
 * ``"independent"``: one sparsity per unit in ``[low_i, high_i]``.
 * ``"uniform"``: the level alone (every unit at the same point of its range).
+* ``"shape"``: the offsets alone; the level is set for each trial by a projection onto
+  one target cost (:mod:`autoprune.compress.shape`), so every trial costs the same and
+  the study ranks shapes by accuracy.
 
     >>> space = SearchSpace([Unit("conv1", 16, 0.0, 0.8), Unit("conv2", 32, 0.0, 0.8)])
     >>> space.from_params(space.uniform_params(0.5))
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import optuna
 
@@ -26,7 +30,11 @@ from .._checks import choice
 from ..errors import ConfigError
 from ..schemes import Compose, Scheme
 
-SPACES = ("offsets", "independent", "uniform")
+if TYPE_CHECKING:
+    from .shape import Projection
+
+SPACES = ("offsets", "independent", "uniform", "shape")
+OFFSETS = ("offsets", "shape")  # the spaces with per-unit offsets
 
 
 def plan_key(sparsities: Mapping[str, float]) -> tuple:
@@ -118,18 +126,32 @@ class SearchSpace:
         self.width = float(width)
         self.level_range = (float(level_range[0]), float(level_range[1]))
         self.prior = dict(prior or {})
+        # the shape space's level for given offsets (see autoprune.compress.shape)
+        self.projection: Projection | None = None
 
     def _key(self, i: int) -> str:
-        return f"offset_{i:03d}" if self.mode == "offsets" else f"s_{i:03d}"
+        return f"offset_{i:03d}" if self.mode in OFFSETS else f"s_{i:03d}"
+
+    def offset_keys(self) -> list[str]:
+        """The offsets' parameter names (none but in the offset spaces)."""
+        return [self._key(i) for i in range(len(self.units))] if self.mode in OFFSETS else []
 
     def suggest(self, trial: optuna.Trial) -> dict[str, float]:
-        """Ask the trial for its parameters; return the per-unit sparsities."""
+        """Ask the trial for its parameters; return the per-unit sparsities. In the shape
+        space the level comes from :attr:`projection`, and the trial keeps it and the
+        plan's cost in its ``level`` and ``cost`` attributes."""
         params: dict[str, float] = {}
         if self.mode in ("offsets", "uniform"):
             params["level"] = trial.suggest_float("level", *self.level_range)
-        if self.mode == "offsets":
-            for i, _ in enumerate(self.units):
-                params[self._key(i)] = trial.suggest_float(self._key(i), -self.width, self.width)
+        if self.mode in OFFSETS:
+            for key in self.offset_keys():
+                params[key] = trial.suggest_float(key, -self.width, self.width)
+        if self.mode == "shape":
+            if self.projection is None:
+                raise RuntimeError("the shape space needs its projection (space.projection)")
+            params["level"] = self.projection.level(params)
+            trial.set_user_attr("level", params["level"])
+            trial.set_user_attr("cost", self.projection.cost(params))
         elif self.mode == "independent":
             for i, u in enumerate(self.units):
                 params[self._key(i)] = trial.suggest_float(self._key(i), u.low, u.high)
@@ -142,7 +164,7 @@ class SearchSpace:
                 s = params[self._key(i)]
             else:
                 t = self.position(u.name, params["level"]) + (
-                    params.get(self._key(i), 0.0) if self.mode == "offsets" else 0.0
+                    params.get(self._key(i), 0.0) if self.mode in OFFSETS else 0.0
                 )
                 s = u.low + min(1.0, max(0.0, t)) * (u.high - u.low)
             out[u.name] = round(float(u.snap(s)), 6)
@@ -165,8 +187,23 @@ class SearchSpace:
                 self._key(i): u.low + level * (u.high - u.low) for i, u in enumerate(self.units)
             }
         params = {"level": level}
-        if self.mode == "offsets":
-            params.update({self._key(i): 0.0 for i in range(len(self.units))})
+        params.update({key: 0.0 for key in self.offset_keys()})
+        return params
+
+    def warm_params(self, level: float) -> dict[str, float]:
+        """What a warm start at ``level`` enqueues: :meth:`uniform_params`, less the
+        level in the shape space (where the projection sets it)."""
+        params = self.uniform_params(level)
+        if self.mode == "shape":
+            params.pop("level")
+        return params
+
+    @staticmethod
+    def params_of(trial: optuna.trial.FrozenTrial) -> dict[str, float]:
+        """A trial's parameters with its level (the shape space keeps it as an attribute)."""
+        params = dict(trial.params)
+        if "level" not in params and "level" in trial.user_attrs:
+            params["level"] = float(trial.user_attrs["level"])
         return params
 
     def contains_level(self, level: float) -> bool:
@@ -174,4 +211,4 @@ class SearchSpace:
 
     def warm_level(self, level: float) -> bool:
         """Whether a warm start at ``level`` is a plan of this space (and so enqueued)."""
-        return self.mode == "independent" or self.contains_level(level)
+        return self.mode in ("independent", "shape") or self.contains_level(level)

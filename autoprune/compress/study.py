@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import signal
 import socket
@@ -287,11 +288,14 @@ def _objective(
     n_trials: int | None = None,
     interrupts: _Interrupts | None = None,
     deadline: float | None = None,
+    accuracy: bool = False,
 ) -> Callable[[optuna.Trial], float | list[float]]:
-    """The function Optuna calls per trial: suggest, evaluate, record, return the values.
+    """The function Optuna calls per trial: suggest, evaluate, record, return the values
+    (``accuracy``: the proxy accuracy instead, for a study of plans of equal cost).
 
-    The drop over ``tau`` is the trial's constraint; with ``penalise`` (samplers that do
-    not read constraints), an infeasible trial's values are worsened by how far it is over.
+    The drop over ``tau`` is the trial's constraint (none for an infinite ``tau``); with
+    ``penalise`` (samplers that do not read constraints), an infeasible trial's values are
+    worsened by how far it is over.
     A trial beyond the budget (:func:`surplus`) waits for the budget to be complete and
     is then pruned unscored (one such trial per waiting worker), or is scored if a trial
     ahead of it fails. Only the scoring and the waiting may be stopped by Ctrl-C at once
@@ -318,7 +322,10 @@ def _objective(
         trial.set_user_attr("values", out.values)
         for k, v in out.attrs.items():
             trial.set_user_attr(k, v)
-        trial.set_constraint("accuracy_drop", out.drop - tau)
+        if accuracy:
+            return out.accuracy
+        if math.isfinite(tau):
+            trial.set_constraint("accuracy_drop", out.drop - tau)
         values = list(out.values)
         if penalise and not out.feasible:
             excess = 1.0 + 10.0 * (out.drop - tau)
@@ -426,6 +433,23 @@ class _Failures:
             )
 
 
+class _Keep:
+    """A callback that stops the study once less than ``keep`` mean trials' time is left of
+    ``timeout`` seconds (from its making)."""
+
+    def __init__(self, timeout: float, keep: float) -> None:
+        self.end, self.keep = time.perf_counter() + timeout, keep
+        self.spent: list[float] = []
+
+    def __call__(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        seconds = frozen.user_attrs.get("seconds")
+        if seconds is not None:
+            self.spent.append(float(seconds))
+        mean = sum(self.spent) / len(self.spent) if self.spent else 0.0
+        if self.end - time.perf_counter() < self.keep * mean:
+            study.stop()
+
+
 def _optimize(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], Any],
@@ -467,8 +491,12 @@ def run_trials(
     log: Callable[[str], None] | None = None,
     describe: Callable[[optuna.trial.FrozenTrial], str] | None = None,
     max_failures: int = 5,
+    accuracy: bool = False,
+    keep: float = 0.0,
 ) -> None:
-    """Run trials until ``n_trials`` are complete (in all) or ``timeout`` seconds pass.
+    """Run trials until ``n_trials`` are complete (in all) or ``timeout`` seconds pass,
+    less ``keep`` times the mean trial's duration (time kept for what follows them).
+    ``accuracy``: the study maximises the proxy accuracy instead of the objectives.
 
     A trial is feasible when its proxy drop is at most ``tau``; samplers that do not
     read constraints see an infeasible trial's values penalised by how far it is over.
@@ -481,7 +509,7 @@ def run_trials(
         with uninterrupted():
             for level in warm_start:
                 if space.warm_level(level):
-                    params = space.uniform_params(level)
+                    params = space.warm_params(level)
                     study.enqueue_trial(params, user_attrs={"warm_start": level})
     remaining = None if n_trials is None else max(0, n_trials - done)
     if remaining == 0:
@@ -497,6 +525,7 @@ def run_trials(
         n_trials=n_trials,
         interrupts=interrupts,
         deadline=None if timeout is None else time.monotonic() + timeout,
+        accuracy=accuracy,
     )
 
     failures = _Failures(max_failures, log)
@@ -510,10 +539,12 @@ def run_trials(
         if log is not None and describe is not None:
             log(describe(frozen))
 
+    start = time.perf_counter()
     callbacks: list[Any] = [after]
+    if keep and timeout is not None:
+        callbacks.append(_Keep(timeout, keep))
     if n_trials is not None:
         callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,)))
-    start = time.perf_counter()
     try:
         _optimize(study, objective, timeout, callbacks, interrupts)
     finally:

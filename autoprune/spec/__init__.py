@@ -34,7 +34,7 @@ from ._checkers import (
     _relay,
     _str,
 )
-from ._search import evaluation_options, search_section, sensitivity_options
+from ._search import _build, evaluation_options, search_section, sensitivity_options
 
 __all__ = ["Spec", "SpecError", "evaluation_options", "load", "sensitivity_options", "validate"]
 
@@ -149,6 +149,9 @@ def validate(raw: Mapping[str, Any], base_dir: str = ".", source: str | None = N
     out["eps"] = _number("eps", raw.get("eps", 0.01), 0.0, 1.0, high_open=True)
     out["relative"] = _bool("relative", raw.get("relative", False))
     out["search"] = search_section(raw.get("search"), base_dir)
+    from ..compress.options import check_space
+
+    _build("search", check_space, out["search"]["space"], len(out["objective"]))
     out["recovery"] = _recovery(raw.get("recovery", "finetune"))
     out["sensitivity"] = _sensitivity(raw.get("sensitivity"))
     out["device"] = _device(raw.get("device", "auto"))

@@ -566,3 +566,50 @@ def test_a_shared_study_is_finalized_once_and_its_result_read_by_the_others(
     assert "autoprune:finalize:6.2" in optuna.get_all_study_names(url)
     with pytest.raises(ConfigError, match="there is no study 'other'"):
         compressor(trained, data, storage=url, study_name="other").finalize()
+
+
+def test_the_shape_space_searches_shapes_of_one_cost_then_refines_the_best(trained, data):
+    # every trial costs what the prior's plan at the target level costs; the study ranks
+    # them by proxy accuracy; the best is recovered first (no fine-tuning in the proxy:
+    # no second rung), then the calibrated plan (reused); the one that held is refined
+    recovery = _Recording(epochs=1)
+    result = compressor(
+        trained,
+        data,
+        space="shape",
+        n_trials=8,
+        eps=0.03,
+        recovery=recovery,
+        proxy=ap.ProxyOptions(finetune_epochs=0.0, bn_batches=5),
+        calibration=ap.CalibrationOptions(steps=3),
+        max_attempts=2,
+        refine=1,
+    ).run()
+    calibration = result.settings["calibration"]
+    held = max(c["level"] for c in calibration if c["holds"])
+    target = result.settings["target_level"]
+    assert target > held
+    trials = [t for t in result.trials if t["state"] == "complete"]
+    assert len(trials) == 8 and trials[0]["warm_start"] == target
+    macs = [t["objectives"]["macs"] for t in trials]
+    in_cost = [t for t, m in zip(trials, macs) if m <= macs[0] + 1e-9]
+    assert len(in_cost) >= 6  # (a shape with every unit at its top may cost more)
+    assert max(m for m in macs if m <= macs[0] + 1e-9) > 0.8 * macs[0]  # all near it
+    best = max(in_cost, key=lambda t: (t["accuracy"], -t["objectives"]["macs"]))
+    first = recovery.plans[len(calibration)]
+    assert first == best["sparsities"]
+    assert result.feasible
+    if result.chosen_trial is None:  # the best shape broke eps: the calibrated plan
+        assert any("breaks eps" in n for n in result.notes)
+        assert any("refined the calibrated plan" in n for n in result.notes) or not any(
+            s["holds"] for s in result.settings["refinement"]
+        )
+    else:
+        assert result.chosen_trial == best["number"]
+    # the calibrated plan is never recovered again: calibration, one finalist, one step
+    assert len(recovery.plans) == len(calibration) + 1 + len(result.settings["refinement"])
+
+
+def test_the_shape_space_takes_one_objective(trained, data):
+    with pytest.raises(ConfigError, match="space: 'shape' searches plans of one cost"):
+        compressor(trained, data, space="shape", objective=[O.Minimize(O.macs), "params"])

@@ -1,0 +1,208 @@
+"""The shape search (``space="shape"``): where to prune, at one fixed cost.
+
+How far a plan can be pruned and still hold eps is settled by real recoveries (the
+calibration's and the refinement's); which units should carry that pruning is what the
+study settles. So in this space a trial proposes only per-unit ``offsets`` from the
+allocation prior, and its global level is not searched: it is set so that the plan
+costs what the prior's plan at the *target level* costs (:class:`Projection`; the
+target is the next level the calibration's bisection would try, between the most
+pruned level that held eps and the first that broke it). Every trial then costs the
+same, and the study maximises the proxy's accuracy alone. The proxy's bias (it
+underestimates recovery, more so the more is pruned) is the same for plans of equal
+cost, so what is left for it to rank is the shape.
+
+The best of many noisy scores is biased upwards, so the leaders are scored again with
+a fine-tuning ``RUNG`` times longer (:func:`rescored`), the prior's own shape among them,
+and the best of that rung is the first finalist; the calibrated plan (its recovered
+model reused) follows it. The refinement then raises the chosen shape's level while it
+holds eps, as in the other spaces.
+
+The cost is the objective's own exact metric (MACs, size, parameters), or MACs for a
+timing; a ratio to the original's, smaller is more compressed:
+
+    >>> from autoprune.compress.space import SearchSpace, Unit
+    >>> space = SearchSpace([Unit("a", 10), Unit("b", 10)], "shape")
+    >>> cost = lambda s: 1.0 - (s["a"] + 3 * s["b"]) / 4  # b saves three times as much
+    >>> p = Projection(space, cost, target_level=0.5)
+    >>> round(p.target, 3), round(p.level({"offset_000": 0.0, "offset_001": 0.0}), 3)
+    (0.55, 0.5)
+    >>> level = p.level({"offset_000": 0.3, "offset_001": -0.1})  # b less, a more
+    >>> s = space.from_params({"offset_000": 0.3, "offset_001": -0.1, "level": level})
+    >>> round(cost(s), 2), s["b"] < 0.45 < s["a"]
+    (0.55, True)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import optuna
+from optuna.trial import TrialState
+
+from ..errors import TrialFault
+from ..objectives.base import Metric
+from ..objectives.builtins import macs
+from .context import RunContext
+from .finalists import Candidate
+from .options import ProxyOptions
+from .proxy import ProxyScorer, pruned_copy
+from .records import LevelRecord
+from .space import SearchSpace, plan_key
+
+LEADERS = 3  # the best trials scored again, besides the prior's shape
+RUNG = 3  # their fine-tuning, in multiples of the proxy's
+BISECTIONS = 14  # steps of the level search (1/16384 of the range)
+
+
+def cost_metric(ctx: RunContext) -> tuple[Metric, float]:
+    """The exact metric that measures a plan's cost, and its sign: the first exact
+    objective (``+1`` when it is minimised, ``-1`` when maximised), else MACs (``+1``;
+    a timing is too noisy to match costs by)."""
+    for o in ctx.objectives:
+        if o.metric.deterministic:
+            return o.metric, (1.0 if o.direction == "minimize" else -1.0)
+    return macs, 1.0
+
+
+def plan_cost(ctx: RunContext) -> Callable[[Mapping[str, float]], float]:
+    """``cost(sparsities)``: the cost metric of the plan over the original's (smaller is
+    more compressed; for a maximised metric, the original's over the plan's)."""
+    metric, sign = cost_metric(ctx)
+    base = float(metric(ctx.original, ctx.example_input))
+
+    def cost(sparsities: Mapping[str, float]) -> float:
+        scheme = ctx.scheme.with_sparsities(sparsities)
+        model, _, _ = pruned_copy(ctx.original, scheme, ctx.example_input)
+        value = float(metric(model, ctx.example_input))
+        ratio = value / base if base else 1.0
+        return ratio if sign > 0 else (1.0 / ratio if ratio else math.inf)
+
+    return cost
+
+
+class Projection:
+    """The global level that gives a shape (per-unit offsets) the target cost.
+
+    ``target`` is the cost of the prior's own plan (no offsets) at ``target_level``;
+    :meth:`level` is the lowest level at which the shape costs at most that (the cost
+    falls as the level rises), found by bisection; 1 when even the top of every range
+    costs more. Costs are remembered by plan.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        cost: Callable[[Mapping[str, float]], float],
+        target_level: float,
+    ) -> None:
+        self.space, self._cost, self.target_level = space, cost, float(target_level)
+        self._seen: dict[tuple, float] = {}
+        self.target = self.cost({**self.zero(), "level": self.target_level})
+
+    def zero(self) -> dict[str, float]:
+        """The prior's own shape: every offset 0."""
+        return {k: 0.0 for k in self.space.offset_keys()}
+
+    def cost(self, params: Mapping[str, float]) -> float:
+        sparsities = self.space.from_params(dict(params))
+        key = plan_key(sparsities)
+        if key not in self._seen:
+            self._seen[key] = self._cost(sparsities)
+        return self._seen[key]
+
+    def level(self, offsets: Mapping[str, float], target: float | None = None) -> float:
+        """The level at which the shape ``offsets`` costs at most ``target`` (default:
+        :attr:`target`)."""
+        goal = self.target if target is None else target
+        lo, hi = 0.0, 1.0
+        if self.cost({**offsets, "level": hi}) > goal:
+            return hi
+        for _ in range(BISECTIONS):
+            mid = (lo + hi) / 2
+            if self.cost({**offsets, "level": mid}) <= goal:
+                hi = mid
+            else:
+                lo = mid
+        return round(hi, 6)
+
+
+def ranked_shapes(study: optuna.Study, target: float) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials scored at a cost of at most ``target`` (a shape whose every
+    unit is at the top of its range may cost more), by proxy accuracy, best first; of
+    equal accuracy, the cheaper first."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("accuracy") is not None
+        and float(t.user_attrs.get("cost", 0.0)) <= target * (1 + 1e-9)
+    ]
+    return sorted(
+        done, key=lambda t: (-float(t.user_attrs["accuracy"]), float(t.user_attrs["cost"]))
+    )
+
+
+def rescored(
+    ctx: RunContext,
+    order: Sequence[optuna.trial.FrozenTrial],
+    options: ProxyOptions,
+    fits: Callable[[float], bool] = lambda seconds: True,
+) -> list[optuna.trial.FrozenTrial]:
+    """The ``LEADERS`` best trials of ``order``, and the prior's own shape (the warm start),
+    scored again with ``RUNG`` times the proxy's fine-tuning, best first by that score;
+    then the rest of ``order``. Without fine-tuning in the proxy, or when the time for
+    it does not fit (``fits(seconds)``), ``order`` itself."""
+    if options.finetune_epochs <= 0 or len(order) < 2:
+        return list(order)
+    leaders = list(order[:LEADERS])
+    prior = [t for t in order[LEADERS:] if t.user_attrs.get("warm_start") is not None]
+    leaders += prior[:1]
+    seconds = sum(RUNG * float(t.user_attrs.get("seconds") or 0.0) for t in leaders)
+    if not fits(seconds):
+        ctx.log(f"shape: the leaders are not scored again; {seconds:.0f} s would not fit")
+        return list(order)
+    longer = dataclasses.replace(options, finetune_epochs=options.finetune_epochs * RUNG)
+    scorer = ProxyScorer(ctx, longer, tau=math.inf)
+    score = {}
+    for t in leaders:
+        try:
+            score[t.number] = scorer.score(t.user_attrs["sparsities"]).accuracy
+        except TrialFault:  # a plan the longer fine-tuning breaks is no leader
+            score[t.number] = -math.inf
+    again = sorted(leaders, key=lambda t: -score[t.number])
+    ctx.log(
+        f"shape: the {len(leaders)} leaders scored again with {longer.finetune_epochs:g} "
+        "epoch(s) of fine-tuning: "
+        + ", ".join(
+            f"trial {t.number}{' (prior)' if t in prior else ''} "
+            f"{t.user_attrs['accuracy']:.4f} -> {score[t.number]:.4f}"
+            for t in again
+        )
+    )
+    return again + [t for t in order if t not in leaders]
+
+
+def anchor(space: SearchSpace, held: float | None) -> list[Candidate]:
+    """The calibrated plan (the prior's shape at the most pruned level that held eps) as
+    a finalist, after the study's: in the shape space it is no trial."""
+    if held is None:
+        return []
+    params = space.uniform_params(held)
+    label = f"the calibrated plan (level {held:.4f})"
+    return [Candidate(None, space.from_params(params), held, params, label)]
+
+
+def broken_levels(
+    calibration: Sequence[LevelRecord], space: SearchSpace, params: Mapping[str, float]
+) -> list[float]:
+    """Levels of the plan ``params`` taken to break eps, for its refinement: the
+    calibration's that broke; for another shape than the prior's (the shape space), the
+    levels at which that shape costs what those plans cost."""
+    levels = [r.level for r in calibration if not r.holds]
+    offsets = {k: params[k] for k in space.offset_keys()}
+    projection = space.projection
+    if projection is None or not any(offsets.values()):
+        return levels
+    zero = projection.zero()
+    return [projection.level(offsets, projection.cost({**zero, "level": lv})) for lv in levels]

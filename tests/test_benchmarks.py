@@ -74,3 +74,6 @@ def test_settings_key_changes_with_what_a_row_does(suite):
     for row in ("uniform", "global", "dense"):
         assert S(prior="sensitivity", trials=3).key(row) == S().key(row)
         assert S(recovery_lr=0.1).key(row) != S().key(row)
+    # the ablation runs no study: the study's space and trials leave its key alone
+    assert S(space="offsets", trials=3).key("no_study") == S().key("no_study")
+    assert S(space="offsets").key("autoprune") != S().key("autoprune")

@@ -53,7 +53,8 @@ from .space import SearchSpace, plan_key
 
 LEADERS = 3  # the best trials scored again, besides the prior's shape
 RUNG = 3  # their fine-tuning, in multiples of the proxy's
-BISECTIONS = 14  # steps of the level search (1/16384 of the range)
+STEPS = 14  # costs measured at most per shape, besides the two ends
+TOLERANCE = 0.005  # a shape costs at most the target, and at most this much less
 
 
 def cost_metric(ctx: RunContext) -> tuple[Metric, float]:
@@ -113,18 +114,35 @@ class Projection:
         return self._seen[key]
 
     def level(self, offsets: Mapping[str, float], target: float | None = None) -> float:
-        """The level at which the shape ``offsets`` costs at most ``target`` (default:
-        :attr:`target`)."""
+        """A level at which the shape ``offsets`` costs at most ``target`` (default:
+        :attr:`target`) and no more than ``TOLERANCE`` of it less; 1 when even the top
+        costs more. The cost falls with the level, smoothly but for the steps that
+        rounding makes: regula falsi (Illinois), bracketed, a few costs per shape."""
         goal = self.target if target is None else target
+
+        def gap(level: float) -> float:
+            return self.cost({**offsets, "level": level}) - goal
+
         lo, hi = 0.0, 1.0
-        if self.cost({**offsets, "level": hi}) > goal:
+        g_lo, g_hi = gap(lo), gap(hi)
+        if g_hi > 0:
             return hi
-        for _ in range(BISECTIONS):
-            mid = (lo + hi) / 2
-            if self.cost({**offsets, "level": mid}) <= goal:
-                hi = mid
+        if g_lo <= 0:
+            return lo
+        side = 0
+        for _ in range(STEPS):
+            if g_hi >= -TOLERANCE * goal or hi - lo < 1e-4:
+                break
+            mid = hi - g_hi * (hi - lo) / (g_hi - g_lo)
+            if not lo + 1e-6 < mid < hi - 1e-6:
+                mid = (lo + hi) / 2
+            g = gap(mid)
+            if g <= 0:
+                hi, g_hi = mid, g
+                g_lo, side = (g_lo / 2 if side == -1 else g_lo), -1
             else:
-                lo = mid
+                lo, g_lo = mid, g
+                g_hi, side = (g_hi / 2 if side == 1 else g_hi), 1
         return round(hi, 6)
 
 

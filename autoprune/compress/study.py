@@ -434,20 +434,19 @@ class _Failures:
 
 
 class _Keep:
-    """A callback that stops the study once less than ``keep`` mean trials' time is left of
-    ``timeout`` seconds (from its making)."""
+    """A callback that stops the study when another trial would leave less than ``keep``
+    mean trials' time of ``timeout`` seconds (from its making). A trial's time is the wall
+    time between trials (the sampler's, the scoring's and the storage's together)."""
 
     def __init__(self, timeout: float, keep: float) -> None:
-        self.end, self.keep = time.perf_counter() + timeout, keep
-        self.spent: list[float] = []
+        self.start = time.perf_counter()
+        self.end, self.keep, self.trials = self.start + timeout, keep, 0
 
     def __call__(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
-        seconds = frozen.user_attrs.get("seconds")
-        if seconds is not None:
-            self.spent.append(float(seconds))
-        mean = sum(self.spent) / len(self.spent) if self.spent else 0.0
-        if self.end - time.perf_counter() < self.keep * mean:
-            study.stop()
+        self.trials += 1
+        now = time.perf_counter()
+        if self.end - now < (self.keep + 1) * (now - self.start) / self.trials:
+            study.stop()  # another trial would eat into the time kept
 
 
 def _optimize(

@@ -5,7 +5,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from autoprune.compress.shape import Projection, ranked_shapes
+from autoprune.compress.shape import TOLERANCE, Projection, ranked_shapes
 from autoprune.compress.space import SearchSpace, Unit
 
 UNITS = [Unit("a", 64, 0.0, 0.9), Unit("b", 64, 0.0, 0.9), Unit("c", 64, 0.0, 0.9)]
@@ -28,16 +28,14 @@ def test_every_shape_is_given_the_target_cost(offsets):
     params = dict(zip(space.offset_keys(), offsets))
     level = projection.level(params)
     got = cost(space.from_params({**params, "level": level}))
-    assert got <= projection.target + 1e-12
-    assert got == pytest.approx(projection.target, abs=1e-3)  # no more pruned than needed
-    below = cost(space.from_params({**params, "level": level - 1e-3}))
-    assert below > projection.target
+    assert projection.target * (1 - TOLERANCE) <= got <= projection.target + 1e-12
+    assert len(projection._seen) <= 8  # a few costs per shape
 
 
 def test_the_prior_shape_lands_on_the_target_level():
     space = SearchSpace(UNITS, "shape")
     projection = Projection(space, cost, target_level=0.6)
-    assert projection.level(projection.zero()) == pytest.approx(0.6, abs=1e-3)
+    assert projection.level(projection.zero()) == pytest.approx(0.6, abs=0.01)
     # a target reached only with every unit at its top: the top level
     assert projection.level(projection.zero(), target=0.05) == 1.0
 

@@ -146,3 +146,23 @@ def test_a_waiting_trial_gives_up_at_the_search_deadline():
     deadline = time.monotonic() + 0.2
     assert _budget_opens(waiting, 1, deadline, _Interrupts(), poll=0.05) is False
     assert time.monotonic() >= deadline
+
+
+def test_keep_stops_the_study_while_time_for_the_trials_kept_is_left(monkeypatch):
+    from autoprune.compress import study as study_module
+
+    clock = iter([0.0, 30.0, 60.0])  # made at 0; trials end at 30 and 60 (30 s each)
+    monkeypatch.setattr(study_module.time, "perf_counter", lambda: next(clock))
+    keep = study_module._Keep(timeout=100.0, keep=1.0)
+
+    class Study:
+        stopped = False
+
+        def stop(self):
+            self.stopped = True
+
+    s = Study()
+    keep(s, None)  # 70 s left, one trial's 30 s kept: go on
+    assert not s.stopped
+    keep(s, None)  # 40 s left: one more trial (30 s) would eat into the kept 30 s
+    assert s.stopped

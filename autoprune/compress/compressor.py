@@ -84,12 +84,11 @@ from .result import CompressionResult
 from .sensitivity import SensitivityOptions
 from .settings import run_settings, study_setup
 from .shape import (
-    LEADERS,
-    RUNG,
     Projection,
     anchor,
     broken_levels,
     cost_metric,
+    kept,
     plan_cost,
     ranked_shapes,
     rescored,
@@ -700,7 +699,7 @@ class Compressor:
             describe=describe_trial,
             max_failures=self.budget.max_failures,
             accuracy=shape,
-            keep=(LEADERS + 1) * RUNG if shape and self.proxy.finetune_epochs > 0 else 0.0,
+            keep=kept if shape and self.proxy.finetune_epochs > 0 else None,
         )
         return space
 

@@ -171,10 +171,14 @@ class Outcome:
     """What recovering the finalists gave: the first that held eps, if one did."""
 
     recovered: Recovered | None = None
-    chosen: int | None = None
     attempt: Attempt | None = None  # the one that held
     notes: list[str] = field(default_factory=list)
     tried: list[tuple[Attempt, Recovered]] = field(default_factory=list)  # recovered here
+
+    @property
+    def chosen(self) -> int | None:
+        """The trial whose plan held (None: none did, or the plan that held is no trial)."""
+        return self.attempt.number if self.attempt is not None else None
 
 
 def recover_finalists(
@@ -222,7 +226,7 @@ def recover_finalists(
         if got.note and got.note not in out.notes:
             out.notes.append(got.note)
         if got.drop <= ctx.eps:
-            out.recovered, out.chosen, out.attempt = got, attempt.number, attempt
+            out.recovered, out.attempt = got, attempt
             ctx.log(f"recovered {attempt.label}: {got.describe(ctx.deployment.dtype)} within eps")
             break
         out.notes.append(

@@ -51,7 +51,7 @@ from .proxy import ProxyScorer, pruned_copy
 from .records import LevelRecord
 from .space import SearchSpace, plan_key
 
-LEADERS = 3  # the best trials scored again, besides the prior's shape
+LEADERS = 3  # the best trials scored again at most, besides the prior's shape
 RUNG = 3  # their fine-tuning, in multiples of the proxy's
 STEPS = 14  # costs measured at most per shape, besides the two ends
 TOLERANCE = 0.005  # a shape costs at most the target, and at most this much less
@@ -161,36 +161,53 @@ def ranked_shapes(study: optuna.Study, target: float) -> list[optuna.trial.Froze
     )
 
 
+def leaders(trials: int) -> int:
+    """How many of ``trials`` scored trials are scored again: one per four, at most
+    ``LEADERS`` (the best of a few noisy scores is little biased; of many, much more).
+
+    >>> [leaders(n) for n in (3, 4, 9, 40)]
+    [0, 1, 2, 3]
+    """
+    return min(LEADERS, trials // 4)
+
+
+def kept(trials: int) -> float:
+    """The time the study keeps for scoring its leaders again, in trials' durations, after
+    ``trials`` trials (the prior's shape is scored again too)."""
+    return (leaders(trials) + 1) * RUNG
+
+
 def rescored(
     ctx: RunContext,
     order: Sequence[optuna.trial.FrozenTrial],
     options: ProxyOptions,
     fits: Callable[[float], bool] = lambda seconds: True,
 ) -> list[optuna.trial.FrozenTrial]:
-    """The ``LEADERS`` best trials of ``order``, and the prior's own shape (the warm start),
-    scored again with ``RUNG`` times the proxy's fine-tuning, best first by that score;
-    then the rest of ``order``. Without fine-tuning in the proxy, or when the time for
-    it does not fit (``fits(seconds)``), ``order`` itself."""
-    if options.finetune_epochs <= 0 or len(order) < 2:
+    """The :func:`leaders` best trials of ``order``, and the prior's own shape (the warm
+    start), scored again with ``RUNG`` times the proxy's fine-tuning, best first by that
+    score; then the rest of ``order``. Without fine-tuning in the proxy, without a leader,
+    or when the time for it does not fit (``fits(seconds)``), ``order`` itself."""
+    top = leaders(len(order))
+    if options.finetune_epochs <= 0 or top == 0:
         return list(order)
-    leaders = list(order[:LEADERS])
-    prior = [t for t in order[LEADERS:] if t.user_attrs.get("warm_start") is not None]
-    leaders += prior[:1]
-    seconds = sum(RUNG * float(t.user_attrs.get("seconds") or 0.0) for t in leaders)
+    leading = list(order[:top])
+    prior = [t for t in order[top:] if t.user_attrs.get("warm_start") is not None]
+    leading += prior[:1]
+    seconds = sum(RUNG * float(t.user_attrs.get("seconds") or 0.0) for t in leading)
     if not fits(seconds):
         ctx.log(f"shape: the leaders are not scored again; {seconds:.0f} s would not fit")
         return list(order)
     longer = dataclasses.replace(options, finetune_epochs=options.finetune_epochs * RUNG)
     scorer = ProxyScorer(ctx, longer, tau=math.inf)
     score = {}
-    for t in leaders:
+    for t in leading:
         try:
             score[t.number] = scorer.score(t.user_attrs["sparsities"]).accuracy
         except TrialFault:  # a plan the longer fine-tuning breaks is no leader
             score[t.number] = -math.inf
-    again = sorted(leaders, key=lambda t: -score[t.number])
+    again = sorted(leading, key=lambda t: -score[t.number])
     ctx.log(
-        f"shape: the {len(leaders)} leaders scored again with {longer.finetune_epochs:g} "
+        f"shape: the {len(leading)} leaders scored again with {longer.finetune_epochs:g} "
         "epoch(s) of fine-tuning: "
         + ", ".join(
             f"trial {t.number}{' (prior)' if t in prior else ''} "
@@ -198,7 +215,7 @@ def rescored(
             for t in again
         )
     )
-    return again + [t for t in order if t not in leaders]
+    return again + [t for t in order if t not in leading]
 
 
 def anchor(space: SearchSpace, held: float | None) -> list[Candidate]:

@@ -1,7 +1,7 @@
 """The search space: per-unit sparsity ranges and how Optuna parameters map onto them.
 
 A trial proposes one sparsity per prunable unit (a layer, or a coupled channel group for
-structured schemes). Three parameterisations are available:
+structured schemes). Four parameterisations are available:
 
 * ``"offsets"`` (default): one global ``level`` in [0, 1] plus a per-unit ``offset`` in
   ``[-width, width]``; unit ``i`` gets ``low_i + clip(level + offset_i, 0, 1) *

@@ -434,18 +434,19 @@ class _Failures:
 
 
 class _Keep:
-    """A callback that stops the study when another trial would leave less than ``keep``
-    mean trials' time of ``timeout`` seconds (from its making). A trial's time is the wall
-    time between trials (the sampler's, the scoring's and the storage's together)."""
+    """A callback that stops the study when another trial would leave less than
+    ``keep(trials done)`` mean trials' time of ``timeout`` seconds (from its making). A
+    trial's time is the wall time between trials (the sampler's, the scoring's and the
+    storage's together)."""
 
-    def __init__(self, timeout: float, keep: float) -> None:
+    def __init__(self, timeout: float, keep: Callable[[int], float]) -> None:
         self.start = time.perf_counter()
         self.end, self.keep, self.trials = self.start + timeout, keep, 0
 
     def __call__(self, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         self.trials += 1
         now = time.perf_counter()
-        if self.end - now < (self.keep + 1) * (now - self.start) / self.trials:
+        if self.end - now < (self.keep(self.trials) + 1) * (now - self.start) / self.trials:
             study.stop()  # another trial would eat into the time kept
 
 
@@ -491,10 +492,10 @@ def run_trials(
     describe: Callable[[optuna.trial.FrozenTrial], str] | None = None,
     max_failures: int = 5,
     accuracy: bool = False,
-    keep: float = 0.0,
+    keep: Callable[[int], float] | None = None,
 ) -> None:
     """Run trials until ``n_trials`` are complete (in all) or ``timeout`` seconds pass,
-    less ``keep`` times the mean trial's duration (time kept for what follows them).
+    less ``keep(trials done)`` times the mean trial's duration (kept for what follows).
     ``accuracy``: the study maximises the proxy accuracy instead of the objectives.
 
     A trial is feasible when its proxy drop is at most ``tau``; samplers that do not
@@ -540,7 +541,7 @@ def run_trials(
 
     start = time.perf_counter()
     callbacks: list[Any] = [after]
-    if keep and timeout is not None:
+    if keep is not None and timeout is not None:
         callbacks.append(_Keep(timeout, keep))
     if n_trials is not None:
         callbacks.append(optuna.study.MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,)))

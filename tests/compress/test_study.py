@@ -153,7 +153,7 @@ def test_keep_stops_the_study_while_time_for_the_trials_kept_is_left(monkeypatch
 
     clock = iter([0.0, 30.0, 60.0])  # made at 0; trials end at 30 and 60 (30 s each)
     monkeypatch.setattr(study_module.time, "perf_counter", lambda: next(clock))
-    keep = study_module._Keep(timeout=100.0, keep=1.0)
+    keep = study_module._Keep(timeout=100.0, keep=lambda done: 1.0)
 
     class Study:
         stopped = False

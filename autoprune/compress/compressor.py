@@ -87,7 +87,7 @@ from .shape import (
     Projection,
     anchor,
     broken_levels,
-    cost_metric,
+    describe,
     kept,
     plan_cost,
     ranked_shapes,
@@ -644,8 +644,8 @@ class Compressor:
     def _space(self, ctx: RunContext, prep: Preparation) -> SearchSpace:
         space = SearchSpace(prep.units, self.space, level_range=prep.level_range, prior=prep.prior)
         if self.space == "shape":
-            target = prep.target_level if prep.target_level is not None else 0.5
-            space.projection = Projection(space, plan_cost(ctx), target)
+            assert prep.target_level is not None  # set by the preparation in this space
+            space.projection = Projection(space, plan_cost(ctx), prep.target_level)
         return space
 
     def _search(
@@ -665,13 +665,8 @@ class Compressor:
             r.recovery_seconds for r in prep.calibration if r.recovery_seconds is not None
         ]
         wanted = ", ".join(f"{o.direction} {o.metric.describe()}" for o in self.objectives)
-        if shape:
-            metric, _ = cost_metric(ctx)
-            self.log(
-                f"search: {len(space.units)} units (shape space, {self.sampler} sampler): "
-                f"every plan at the {metric.describe()} of the prior's plan at level "
-                f"{prep.target_level:.4f}; maximise the proxy accuracy"
-            )
+        if space.projection is not None:
+            self.log(describe(ctx, space, self.sampler))
         else:
             self.log(
                 f"search: {len(space.units)} units ({self.space} space, level in "

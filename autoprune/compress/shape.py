@@ -146,6 +146,17 @@ class Projection:
         return round(hi, 6)
 
 
+def describe(ctx: RunContext, space: SearchSpace, sampler: str) -> str:
+    """The log line that opens a study in the shape space."""
+    metric, _ = cost_metric(ctx)
+    level = space.projection.target_level if space.projection is not None else 0.5
+    return (
+        f"search: {len(space.units)} units (shape space, {sampler} sampler): every plan "
+        f"at the {metric.describe()} of the prior's plan at level {level:.4f}; maximise "
+        "the proxy accuracy"
+    )
+
+
 def ranked_shapes(study: optuna.Study, target: float) -> list[optuna.trial.FrozenTrial]:
     """The complete trials scored at a cost of at most ``target`` (a shape whose every
     unit is at the top of its range may cost more), by proxy accuracy, best first; of

@@ -29,6 +29,7 @@ The flow (see ``docs/search.md``), one stage each:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import os
 import socket
@@ -92,6 +93,7 @@ from .shape import (
     plan_cost,
     ranked_shapes,
     rescored,
+    width_for,
 )
 from .space import SearchSpace
 from .study import (
@@ -185,7 +187,8 @@ class Compressor:
         recovery: ``FineTune()`` (default) or ``LC()``.
         accuracy: ``f(model, loader) -> float`` replacing top-1 accuracy.
         n_trials: completed trials the study should have; ``timeout``: seconds for the
-            whole search, sensitivity analysis and calibration included (either or both).
+            whole run, from measuring the original to measuring the result (either or
+            both; the run keeps as long as the first took for the last).
             ``n_trials=0`` runs no search: only the warm-start plans (the calibration's
             uniform plans) are scored, and the best that holds is refined; the ablation
             that shows what the study adds.
@@ -398,7 +401,9 @@ class Compressor:
         seed_everything(self.seed)
         with phases.timed("baseline"):
             ctx, before = self._baseline()
-        budget = TimeBudget(time.perf_counter(), self.budget.timeout)
+        # the timeout counts from here, the original's measurement included, and keeps as
+        # long again at the end for measuring the result
+        budget = TimeBudget(start, self.budget.timeout, tail=phases["baseline"])
         scorer = ProxyScorer(ctx, self.proxy, ctx.eps, self.budget.trial_timeout)
         units = build_units(self.scheme, ctx.original, ctx.example_input, self.bounds)
         storage = self.storage_url()
@@ -642,7 +647,13 @@ class Compressor:
         return prepared.preparation, recovered
 
     def _space(self, ctx: RunContext, prep: Preparation) -> SearchSpace:
-        space = SearchSpace(prep.units, self.space, level_range=prep.level_range, prior=prep.prior)
+        space = SearchSpace(
+            prep.units,
+            self.space,
+            width=width_for(prep.references),  # the default but for wider references
+            level_range=prep.level_range,
+            prior=prep.prior,
+        )
         if self.space == "shape":
             assert prep.target_level is not None  # set by the preparation in this space
             space.projection = Projection(space, plan_cost(ctx), prep.target_level)
@@ -675,8 +686,8 @@ class Compressor:
                 f"{prep.tau:.4f}"
             )
         n_trials = self.budget.n_trials
-        if n_trials == 0:  # no search: the warm-start (calibrated) uniform plans alone
-            n_trials = sum(map(space.warm_level, prep.warm))
+        if n_trials == 0:  # no search: the warm-start (calibrated) plans alone
+            n_trials = sum(map(space.warm_level, prep.warm)) + len(prep.references)
             if n_trials == 0:
                 return space
         run_trials(
@@ -689,12 +700,17 @@ class Compressor:
             directions=self.study_directions,
             sampler_name=self.sampler,
             warm_start=prep.warm,
+            references=prep.references,
             progress=self.progress,
             log=self.log,
             describe=describe_trial,
             max_failures=self.budget.max_failures,
             accuracy=shape,
-            keep=kept if shape and self.proxy.finetune_epochs > 0 else None,
+            keep=(
+                functools.partial(kept, references=len(prep.references))
+                if shape and self.proxy.finetune_epochs > 0
+                else None
+            ),
         )
         return space
 

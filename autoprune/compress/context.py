@@ -142,7 +142,8 @@ class TimeBudget:
 
     A recovery's duration is estimated as the mean of the recoveries timed so far in this
     run, else of the calibration's (a fine-tune of similar cost when the recovery is not
-    one), else 0.
+    one), else 0. The last ``tail`` seconds are kept for measuring the result (as long as
+    measuring the original took): the work must end by :attr:`deadline`, before them.
     """
 
     def __init__(
@@ -151,17 +152,19 @@ class TimeBudget:
         timeout: float | None,
         calibrated: Sequence[float] = (),
         clock: Callable[[], float] = time.perf_counter,
+        tail: float = 0.0,
     ) -> None:
         self.start = start
         self.timeout = timeout
         self.calibrated = list(calibrated)
         self.timed: list[float] = []
         self.clock = clock
+        self.tail = max(0.0, float(tail))
 
     @property
     def deadline(self) -> float | None:
-        """When the run must end (None: no limit)."""
-        return None if self.timeout is None else self.start + self.timeout
+        """When the work before the final measurement must end (None: no limit)."""
+        return None if self.timeout is None else self.start + self.timeout - self.tail
 
     def elapsed(self) -> float:
         return self.clock() - self.start
@@ -192,7 +195,7 @@ class TimeBudget:
         """Seconds the study's trials may take: what is left, less the :meth:`reserve`."""
         if self.timeout is None:
             return None
-        return max(1.0, self.timeout - self.elapsed() - self.reserve(refining))
+        return max(1.0, self.timeout - self.tail - self.elapsed() - self.reserve(refining))
 
 
 class Phases(dict):

@@ -48,6 +48,11 @@ class Candidate:
             trial.user_attrs["sparsities"],
             trial.user_attrs.get("warm_start"),
             SearchSpace.params_of(trial),
+            (
+                f"trial {trial.number} ({trial.user_attrs['reference']} shape)"
+                if trial.user_attrs.get("reference") is not None
+                else None
+            ),
         )
 
     @property

@@ -29,6 +29,7 @@ from .proxy import ProxyScorer
 from .records import Preparation, first_broken_above
 from .refinement import next_level
 from .sensitivity import Sensitivity, SensitivityOptions, analyze
+from .shape import Projection, plan_cost, reference_shapes
 from .space import SearchSpace, Unit, operator_of
 
 
@@ -135,6 +136,21 @@ def global_prior(ctx: RunContext, units: list[Unit]) -> dict[str, list[float]]:
     return prior
 
 
+def alternatives(
+    ctx: RunContext, units: list[Unit], prior: str
+) -> dict[str, dict[str, list[float]]]:
+    """The allocations besides ``prior`` whose shapes the shape space's study scores too:
+    uniform (``{}``), and the global ranking where the scheme has one."""
+    out: dict[str, dict[str, list[float]]] = {}
+    if prior != "uniform":
+        out["uniform"] = {}
+    if prior != "global":
+        ranking = global_prior(ctx, units)
+        if ranking:
+            out["global"] = ranking
+    return out
+
+
 def _weight(model: torch.nn.Module, layer: str) -> torch.Tensor:
     weight = model.get_submodule(layer).weight
     assert isinstance(weight, torch.Tensor)
@@ -196,10 +212,15 @@ def prepare(
     if held is not None and setup.space != "independent":
         level_range = searched_levels(held, broken.level if broken else None)
     target = None
+    references: dict[str, dict[str, float]] = {}
     if setup.space == "shape":  # the cost every trial matches: the bisection's next level
         target = next_level(held, broken.level if broken else None, 1.0) if held else 0.5
         warm = [target]
         ctx.log(f"shape: every trial costs what the prior's plan at level {target:.4f} costs")
+        projection = Projection(space, plan_cost(ctx), target)
+        references = reference_shapes(space, projection, alternatives(ctx, units, setup.prior))
+        if references:
+            ctx.log("shape: the study also scores the " + " and ".join(references) + " shapes")
     preparation = Preparation(
         units=units,
         tau=tau,
@@ -209,6 +230,7 @@ def prepare(
         prior=prior,
         sensitivity=sens_dict,
         target_level=target,
+        references=references,
     )
     return Prepared(preparation, phases, calibration)
 

@@ -83,6 +83,8 @@ class Preparation:
         sensitivity: the sensitivity analysis the bounds came from, as a dict.
         target_level: in the shape space, the prior's level whose cost every trial
             matches (None in the others).
+        references: in the shape space, other allocations' shapes at that cost, by name
+            (offset parameters), which the study scores besides its own.
     """
 
     units: list[Unit]
@@ -93,6 +95,7 @@ class Preparation:
     prior: dict[str, list[float]] = field(default_factory=dict)
     sensitivity: dict[str, Any] | None = None
     target_level: float | None = None
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def held(self) -> float | None:
@@ -114,6 +117,8 @@ class Preparation:
             out["sensitivity"] = self.sensitivity
         if self.target_level is not None:
             out["target_level"] = self.target_level
+        if self.references:
+            out["references"] = self.references
         return out
 
     @classmethod
@@ -127,4 +132,8 @@ class Preparation:
             prior=dict(data.get("prior") or {}),
             sensitivity=data.get("sensitivity"),
             target_level=data.get("target_level"),
+            references={
+                name: {k: float(v) for k, v in offsets.items()}
+                for name, offsets in (data.get("references") or {}).items()
+            },
         )

@@ -11,9 +11,12 @@ same, and the study maximises the proxy's accuracy alone. The proxy's bias (it
 underestimates recovery, more so the more is pruned) is the same for plans of equal
 cost, so what is left for it to rank is the shape.
 
-The best of many noisy scores is biased upwards, so the leaders are scored again with
-a fine-tuning ``RUNG`` times longer (:func:`rescored`), the prior's own shape among them,
-and the best of that rung is the first finalist; the calibrated plan (its recovered
+The study also scores the shapes other allocations give at that cost (the uniform
+plan's, the global ranking's: :func:`reference_shapes`), so it starts from what the
+usual baselines would return. The best of many noisy scores is biased upwards, so the
+leaders are scored again with a fine-tuning ``RUNG`` times longer (:func:`rescored`),
+the prior's own shape and the references among them, and the best of that rung is the
+first finalist; the calibrated plan (its recovered
 model reused) follows it. The refinement then raises the chosen shape's level while it
 holds eps, as in the other spaces.
 
@@ -35,6 +38,7 @@ timing; a ratio to the original's, smaller is more compressed:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -49,7 +53,7 @@ from .finalists import Candidate
 from .options import ProxyOptions
 from .proxy import ProxyScorer, pruned_copy
 from .records import LevelRecord
-from .space import SearchSpace, plan_key
+from .space import WIDTH, SearchSpace, plan_key
 
 LEADERS = 3  # the best trials scored again at most, besides the prior's shape
 RUNG = 3  # their fine-tuning, in multiples of the proxy's
@@ -88,7 +92,7 @@ class Projection:
 
     ``target`` is the cost of the prior's own plan (no offsets) at ``target_level``;
     :meth:`level` is the lowest level at which the shape costs at most that (the cost
-    falls as the level rises), found by bisection; 1 when even the top of every range
+    falls as the level rises), found by :func:`solve`; 1 when even the top of every range
     costs more. Costs are remembered by plan.
     """
 
@@ -107,7 +111,11 @@ class Projection:
         return {k: 0.0 for k in self.space.offset_keys()}
 
     def cost(self, params: Mapping[str, float]) -> float:
-        sparsities = self.space.from_params(dict(params))
+        """The cost of the plan with these parameters (offsets and level)."""
+        return self.cost_of(self.space.from_params(dict(params)))
+
+    def cost_of(self, sparsities: Mapping[str, float]) -> float:
+        """The cost of a plan given by its per-unit sparsities."""
         key = plan_key(sparsities)
         if key not in self._seen:
             self._seen[key] = self._cost(sparsities)
@@ -116,34 +124,74 @@ class Projection:
     def level(self, offsets: Mapping[str, float], target: float | None = None) -> float:
         """A level at which the shape ``offsets`` costs at most ``target`` (default:
         :attr:`target`) and no more than ``TOLERANCE`` of it less; 1 when even the top
-        costs more. The cost falls with the level, smoothly but for the steps that
-        rounding makes: regula falsi (Illinois), bracketed, a few costs per shape."""
+        costs more (see :func:`solve`)."""
         goal = self.target if target is None else target
+        return solve(lambda level: self.cost({**offsets, "level": level}), goal)
 
-        def gap(level: float) -> float:
-            return self.cost({**offsets, "level": level}) - goal
 
-        lo, hi = 0.0, 1.0
-        g_lo, g_hi = gap(lo), gap(hi)
-        if g_hi > 0:
-            return hi
-        if g_lo <= 0:
-            return lo
-        side = 0
-        for _ in range(STEPS):
-            if g_hi >= -TOLERANCE * goal or hi - lo < 1e-4:
-                break
-            mid = hi - g_hi * (hi - lo) / (g_hi - g_lo)
-            if not lo + 1e-6 < mid < hi - 1e-6:
-                mid = (lo + hi) / 2
-            g = gap(mid)
-            if g <= 0:
-                hi, g_hi = mid, g
-                g_lo, side = (g_lo / 2 if side == -1 else g_lo), -1
-            else:
-                lo, g_lo = mid, g
-                g_hi, side = (g_hi / 2 if side == 1 else g_hi), 1
-        return round(hi, 6)
+def solve(cost_at: Callable[[float], float], goal: float) -> float:
+    """The lowest level in [0, 1] at which ``cost_at`` (falling with the level, smoothly
+    but for the steps that rounding makes) is at most ``goal`` and no more than
+    ``TOLERANCE`` of it less; 1 when even 1 costs more, 0 when 0 already fits.
+    Regula falsi (Illinois), bracketed: a few costs per call.
+
+    >>> round(solve(lambda level: 1.0 - level**2, 0.75), 2)
+    0.5
+    """
+
+    def gap(level: float) -> float:
+        return cost_at(level) - goal
+
+    lo, hi = 0.0, 1.0
+    g_lo, g_hi = gap(lo), gap(hi)
+    if g_hi > 0:
+        return hi
+    if g_lo <= 0:
+        return lo
+    side = 0
+    for _ in range(STEPS):
+        if g_hi >= -TOLERANCE * goal or hi - lo < 1e-4:
+            break
+        mid = hi - g_hi * (hi - lo) / (g_hi - g_lo)
+        if not lo + 1e-6 < mid < hi - 1e-6:
+            mid = (lo + hi) / 2
+        g = gap(mid)
+        if g <= 0:
+            hi, g_hi = mid, g
+            g_lo, side = (g_lo / 2 if side == -1 else g_lo), -1
+        else:
+            lo, g_lo = mid, g
+            g_hi, side = (g_hi / 2 if side == 1 else g_hi), 1
+    return round(hi, 6)
+
+
+def reference_shapes(
+    space: SearchSpace,
+    projection: Projection,
+    allocations: Mapping[str, Mapping[str, Sequence[float]]],
+) -> dict[str, dict[str, float]]:
+    """Other allocations' plans at the target cost, as offsets from the prior's plan at
+    the target level: what the study scores besides its own shapes, so that it never
+    does worse than a plain allocation its proxy can tell apart (``{}`` in an allocation
+    is uniform: every unit at the same point of its range).
+
+    Each allocation's level is set so that its plan costs the target; its positions
+    less the prior's are the offsets, which may be wider than the space's width
+    (:func:`width_for` widens it). An allocation that is the prior's own shape is left
+    out.
+    """
+    here = {u.name: space.position(u.name, projection.target_level) for u in space.units}
+    out: dict[str, dict[str, float]] = {}
+    for name, table in allocations.items():
+        other = SearchSpace(space.units, "uniform", prior={k: list(v) for k, v in table.items()})
+        level = solve(functools.partial(_cost_at, projection, other), projection.target)
+        offsets = {
+            key: round(other.position(u.name, level) - here[u.name], 6)
+            for key, u in zip(space.offset_keys(), space.units)
+        }
+        if any(abs(v) > 1e-3 for v in offsets.values()) and offsets not in out.values():
+            out[name] = offsets
+    return out
 
 
 def describe(ctx: RunContext, space: SearchSpace, sampler: str) -> str:
@@ -182,10 +230,18 @@ def leaders(trials: int) -> int:
     return min(LEADERS, trials // 4)
 
 
-def kept(trials: int) -> float:
+def kept(trials: int, references: int = 0) -> float:
     """The time the study keeps for scoring its leaders again, in trials' durations, after
-    ``trials`` trials (the prior's shape is scored again too)."""
-    return (leaders(trials) + 1) * RUNG
+    ``trials`` trials (the prior's shape and the ``references`` are scored again too)."""
+    return (leaders(trials) + 1 + references) * RUNG
+
+
+def reference(trial: optuna.trial.FrozenTrial) -> str | None:
+    """What a trial that is no sampled shape stands for: ``"prior"`` (the prior's own
+    shape, the warm start), a reference allocation's name, or None."""
+    if trial.user_attrs.get("reference") is not None:
+        return str(trial.user_attrs["reference"])
+    return "prior" if trial.user_attrs.get("warm_start") is not None else None
 
 
 def rescored(
@@ -194,16 +250,16 @@ def rescored(
     options: ProxyOptions,
     fits: Callable[[float], bool] = lambda seconds: True,
 ) -> list[optuna.trial.FrozenTrial]:
-    """The :func:`leaders` best trials of ``order``, and the prior's own shape (the warm
-    start), scored again with ``RUNG`` times the proxy's fine-tuning, best first by that
-    score; then the rest of ``order``. Without fine-tuning in the proxy, without a leader,
-    or when the time for it does not fit (``fits(seconds)``), ``order`` itself."""
+    """The :func:`leaders` best trials of ``order``, the prior's own shape (the warm
+    start) and the reference shapes (:func:`reference`), scored again with ``RUNG`` times
+    the proxy's fine-tuning, best first by that score; then the rest of ``order``.
+    Without fine-tuning in the proxy, without a leader, or when the time for it does not
+    fit (``fits(seconds)``), ``order`` itself."""
     top = leaders(len(order))
     if options.finetune_epochs <= 0 or top == 0:
         return list(order)
     leading = list(order[:top])
-    prior = [t for t in order[top:] if t.user_attrs.get("warm_start") is not None]
-    leading += prior[:1]
+    leading += [t for t in order[top:] if reference(t) is not None]
     seconds = sum(RUNG * float(t.user_attrs.get("seconds") or 0.0) for t in leading)
     if not fits(seconds):
         ctx.log(f"shape: the leaders are not scored again; {seconds:.0f} s would not fit")
@@ -221,7 +277,7 @@ def rescored(
         f"shape: the {len(leading)} leaders scored again with {longer.finetune_epochs:g} "
         "epoch(s) of fine-tuning: "
         + ", ".join(
-            f"trial {t.number}{' (prior)' if t in prior else ''} "
+            f"trial {t.number}{f' ({reference(t)})' if reference(t) else ''} "
             f"{t.user_attrs['accuracy']:.4f} -> {score[t.number]:.4f}"
             for t in again
         )
@@ -252,3 +308,18 @@ def broken_levels(
         return levels
     zero = projection.zero()
     return [projection.level(offsets, projection.cost({**zero, "level": lv})) for lv in levels]
+
+
+def width_for(references: Mapping[str, Mapping[str, float]], width: float = WIDTH) -> float:
+    """The offsets' width that holds every reference shape: ``width``, or the largest
+    reference offset rounded up to a twentieth (at most 1).
+
+    >>> width_for({"global": {"offset_000": -0.52, "offset_001": 0.1}})
+    0.55
+    """
+    widest = max((abs(v) for r in references.values() for v in r.values()), default=0.0)
+    return width if widest <= width else min(1.0, math.ceil(widest * 20 - 1e-9) / 20)
+
+
+def _cost_at(projection: Projection, space: SearchSpace, level: float) -> float:
+    return projection.cost_of(space.from_params({"level": level}))

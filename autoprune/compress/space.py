@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 SPACES = ("offsets", "independent", "uniform", "shape")
 OFFSETS = ("offsets", "shape")  # the spaces with per-unit offsets
+WIDTH = 0.35  # the offsets' range, [-WIDTH, WIDTH], by default
 
 
 def plan_key(sparsities: Mapping[str, float]) -> tuple:
@@ -108,7 +109,7 @@ class SearchSpace:
         self,
         units: Sequence[Unit],
         mode: str = "offsets",
-        width: float = 0.35,
+        width: float = WIDTH,
         level_range: tuple[float, float] = (0.0, 1.0),
         prior: dict[str, list[float]] | None = None,
     ) -> None:

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -476,6 +476,21 @@ def _optimize(
         optuna.logging.set_verbosity(verbosity)
 
 
+def _enqueue(
+    study: optuna.Study,
+    space: SearchSpace,
+    warm_start: Sequence[float],
+    references: Mapping[str, Mapping[str, float]],
+) -> None:
+    with uninterrupted():
+        for level in warm_start:
+            if space.warm_level(level):
+                params = space.warm_params(level)
+                study.enqueue_trial(params, user_attrs={"warm_start": level})
+        for name, offsets in references.items():
+            study.enqueue_trial(dict(offsets), user_attrs={"reference": name})
+
+
 def run_trials(
     study: optuna.Study,
     space: SearchSpace,
@@ -487,6 +502,7 @@ def run_trials(
     directions: Sequence[str],
     sampler_name: str,
     warm_start: Sequence[float] = (),
+    references: Mapping[str, Mapping[str, float]] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     describe: Callable[[optuna.trial.FrozenTrial], str] | None = None,
@@ -497,6 +513,8 @@ def run_trials(
     """Run trials until ``n_trials`` are complete (in all) or ``timeout`` seconds pass,
     less ``keep(trials done)`` times the mean trial's duration (kept for what follows).
     ``accuracy``: the study maximises the proxy accuracy instead of the objectives.
+    A new study enqueues the ``warm_start`` levels first, then the ``references``
+    (parameters by name, kept in each trial's ``reference`` attribute).
 
     A trial is feasible when its proxy drop is at most ``tau``; samplers that do not
     read constraints see an infeasible trial's values penalised by how far it is over.
@@ -506,11 +524,7 @@ def run_trials(
     """
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     if not study.trials:
-        with uninterrupted():
-            for level in warm_start:
-                if space.warm_level(level):
-                    params = space.warm_params(level)
-                    study.enqueue_trial(params, user_attrs={"warm_start": level})
+        _enqueue(study, space, warm_start, references or {})
     remaining = None if n_trials is None else max(0, n_trials - done)
     if remaining == 0:
         return
@@ -626,6 +640,8 @@ def describe_trial(trial: optuna.trial.FrozenTrial) -> str:
     objs = ", ".join(f"{k} {v:.3g}x" for k, v in a.get("objectives", {}).items())
     tag = "feasible" if a.get("feasible") else "infeasible"
     warm = " (warm start)" if "warm_start" in a else ""
+    if a.get("reference") is not None:
+        warm = f" ({a['reference']} shape)"
     return (
         f"trial {trial.number:3d}{warm}: sparsity mean {mean:.2f} "
         f"[{min(sp, default=0):.2f}-{max(sp, default=0):.2f}] | "
@@ -648,5 +664,6 @@ def trial_row(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "sparsities": a.get("sparsities", {}),
         "physical": a.get("physical"),
         "warm_start": a.get("warm_start"),
+        "reference": a.get("reference"),
         "fault": a.get("fault"),
     }

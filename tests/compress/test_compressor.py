@@ -591,6 +591,8 @@ def test_the_shape_space_searches_shapes_of_one_cost_then_refines_the_best(train
     assert target > held
     trials = [t for t in result.trials if t["state"] == "complete"]
     assert len(trials) == 8 and trials[0]["warm_start"] == target
+    # then the other allocations' shapes at the same cost (the prior here is uniform)
+    assert [t["reference"] for t in trials[:3]] == [None, "global", None]
     macs = [t["objectives"]["macs"] for t in trials]
     in_cost = [t for t, m in zip(trials, macs) if m <= macs[0] + 1e-9]
     assert len(in_cost) >= 6  # (a shape with every unit at its top may cost more)

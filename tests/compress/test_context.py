@@ -46,3 +46,12 @@ def test_trials_timeout_is_what_is_left_less_the_reserve():
     assert budget.trials_timeout(refining=True) == 500.0
     assert TimeBudget(0.0, 100.0, calibrated=[90.0], clock=Clock(99.0)).trials_timeout(True) == 1.0
     assert TimeBudget(0.0, None).trials_timeout(True) is None
+
+
+def test_the_tail_is_kept_for_the_final_measurement():
+    clock = Clock(0.0)
+    budget = TimeBudget(0.0, 1000.0, calibrated=[100.0], clock=clock, tail=60.0)
+    assert budget.deadline == 940.0
+    clock.now = 830.0
+    assert budget.fits(1) and not budget.fits(1, extra=20.0)  # 950 > 940
+    assert budget.trials_timeout(False) == 1000.0 - 60.0 - 830.0 - 100.0

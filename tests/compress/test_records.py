@@ -31,6 +31,8 @@ def test_preparation_round_trip():
         calibration=[LevelRecord(0.5, 0.45, 0.0, True, proxy_drop=0.02)],
         prior={"conv1": [0.0, 0.5, 1.0]},
         sensitivity={"base": 0.9},
+        target_level=0.625,
+        references={"global": {"offset_000": -0.5, "offset_001": 0.25}},
     )
     again = Preparation.from_dict(through_json(prep.to_dict()))
     assert again == prep

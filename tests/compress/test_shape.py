@@ -5,7 +5,15 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from autoprune.compress.shape import TOLERANCE, Projection, ranked_shapes
+from autoprune.compress.shape import (
+    TOLERANCE,
+    Projection,
+    kept,
+    ranked_shapes,
+    reference,
+    reference_shapes,
+    width_for,
+)
 from autoprune.compress.space import SearchSpace, Unit
 
 UNITS = [Unit("a", 64, 0.0, 0.9), Unit("b", 64, 0.0, 0.9), Unit("c", 64, 0.0, 0.9)]
@@ -70,3 +78,40 @@ def test_shapes_rank_by_accuracy_then_by_cost_and_costlier_ones_are_out():
     # trial 3 costs more than the target: its accuracy proves nothing
     assert [t.number for t in order] == [2, 1, 0]
     assert SearchSpace.params_of(order[0])["level"] == 0.5
+
+
+def test_reference_shapes_are_other_allocations_at_the_target_cost():
+    # the prior prunes a most; the "global" allocation prunes b (which saves most) most
+    prior = {"a": [0.0, 0.8, 1.0], "b": [0.0, 0.2, 1.0], "c": [0.0, 0.5, 1.0]}
+    ranking = {"a": [0.0, 0.2, 1.0], "b": [0.0, 0.8, 1.0], "c": [0.0, 0.5, 1.0]}
+    space = SearchSpace(UNITS, "shape", prior=prior)
+    projection = Projection(space, cost, target_level=0.5)
+    refs = reference_shapes(space, projection, {"uniform": {}, "global": ranking})
+    assert list(refs) == ["uniform", "global"]
+    other = SearchSpace(UNITS, "uniform", prior=ranking)
+    for name, offsets in refs.items():
+        assert set(offsets) == set(space.offset_keys())
+        plan = space.from_params({**offsets, "level": projection.level(offsets)})
+        # the study's trial of this shape costs the target, as every trial does
+        assert projection.target * (1 - TOLERANCE) <= cost(plan) <= projection.target + 1e-12
+        if name == "global":  # and it is the ranking's plan at that cost
+            level = max(
+                (lv / 100 for lv in range(101)),
+                key=lambda lv: -abs(cost(other.from_params({"level": lv})) - cost(plan)),
+            )
+            want = other.from_params({"level": level})
+            assert all(abs(plan[u] - want[u]) < 0.02 for u in plan), (plan, want)
+    assert refs["global"]["offset_001"] > 0.2 and refs["global"]["offset_000"] < -0.35
+    assert width_for(refs) > 0.35  # the space is widened to hold them
+    # an allocation that is the prior's own shape is no reference
+    assert reference_shapes(space, projection, {"same": prior}) == {}
+
+
+def test_the_references_and_the_prior_are_scored_again_and_their_time_kept():
+    def trial(**attrs):
+        return create_trial(state=TrialState.COMPLETE, value=0.9, user_attrs=attrs)
+
+    assert reference(trial()) is None
+    assert reference(trial(warm_start=0.5)) == "prior"
+    assert reference(trial(reference="global")) == "global"
+    assert kept(8, references=2) == kept(8) + 2 * 3

@@ -98,7 +98,12 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", help="the YAML spec (see docs/spec.md)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: the spec's output.dir)")
     p.add_argument("--trials", type=_positive_int, help="completed trials the study should hold")
-    p.add_argument("--timeout", type=_seconds, metavar="S", help="seconds for the whole search")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="seconds for the whole run, measurements included",
+    )
     p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: SQLite in DIR)")
     p.add_argument("--study", metavar="NAME", help="study name (default: autoprune)")
     p.add_argument("--seed", type=_int, help="seed of the sampler, data order and training")

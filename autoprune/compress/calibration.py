@@ -102,7 +102,7 @@ def calibrate(
     cheap = calibration_recovery(ctx.recovery, options, proxy)
     lo, hi = start_level(ctx, space), 1.0
     out = Calibration(tau=ctx.eps)
-    limit = None if budget.timeout is None else options.share * budget.timeout
+    limit = None if budget.timeout is None else options.share * (budget.timeout - budget.tail)
     for k in range(options.steps):
         if limit is not None and out.records:
             if budget.elapsed() + out.records[-1].seconds > limit:

@@ -188,9 +188,10 @@ class Compressor:
         accuracy: ``f(model, loader) -> float`` replacing top-1 accuracy.
         n_trials: completed trials the study should have; ``timeout``: seconds for the
             whole run, from measuring the original to measuring the result (either or
-            both; the run keeps as long as the first took for the last).
+            both; the time the first took is kept for the last).
             ``n_trials=0`` runs no search: only the warm-start plans (the calibration's
-            uniform plans) are scored, and the best that holds is refined; the ablation
+            uniform plans; in the shape space, the prior's and the reference shapes) are
+            scored, and the best that holds is refined; the ablation
             that shows what the study adds.
         trial_timeout: seconds for scoring one candidate; a trial over it fails (None: no
             limit). A candidate whose outputs turn NaN or inf fails its trial too, and
@@ -334,7 +335,7 @@ class Compressor:
         session = self._session()
         prep, recovered = self._prepared(session)
         self._search(session.ctx, session.study, prep, session.scorer, session.budget)
-        session.phases["search"] = session.budget.elapsed()
+        session.phases["search"] = session.budget.elapsed() - session.phases["baseline"]
         result = self._finish(session, prep, recovered, redo=True, wait=True)
         assert result is not None  # waiting, a run always ends with a result
         return result
@@ -362,7 +363,7 @@ class Compressor:
         prep = Preparation.from_dict(study.user_attrs["prepared"])
         before = self._complete(study)
         self._search(session.ctx, study, prep, session.scorer, session.budget)
-        session.phases["search"] = session.budget.elapsed()
+        session.phases["search"] = session.budget.elapsed() - session.phases["baseline"]
         me = worker_id()
         mine = sum(
             1
@@ -686,7 +687,7 @@ class Compressor:
                 f"{prep.tau:.4f}"
             )
         n_trials = self.budget.n_trials
-        if n_trials == 0:  # no search: the warm-start (calibrated) plans alone
+        if n_trials == 0:  # no search: the warm-start (calibrated) and reference plans alone
             n_trials = sum(map(space.warm_level, prep.warm)) + len(prep.references)
             if n_trials == 0:
                 return space

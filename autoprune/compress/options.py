@@ -99,7 +99,7 @@ class CalibrationOptions:
 @dataclass(frozen=True)
 class Budget:
     """How long the search may run: ``n_trials`` completed trials, ``timeout`` seconds for
-    the whole search (sensitivity analysis, calibration and recovery included), or both;
+    the whole run (sensitivity analysis, calibration, recovery and the measurements), or both;
     ``trial_timeout`` seconds for scoring one candidate (None: no limit), and
     ``max_failures`` trials in a row that may fail before the search stops.
 

@@ -29,7 +29,7 @@ from .proxy import ProxyScorer
 from .records import Preparation, first_broken_above
 from .refinement import next_level
 from .sensitivity import Sensitivity, SensitivityOptions, analyze
-from .shape import Projection, plan_cost, reference_shapes
+from .shape import Projection, plan_cost, reference_shapes, width_for
 from .space import SearchSpace, Unit, operator_of
 
 
@@ -137,17 +137,17 @@ def global_prior(ctx: RunContext, units: list[Unit]) -> dict[str, list[float]]:
 
 
 def alternatives(
-    ctx: RunContext, units: list[Unit], prior: str
+    ctx: RunContext, units: list[Unit], prior: dict[str, list[float]]
 ) -> dict[str, dict[str, list[float]]]:
-    """The allocations besides ``prior`` whose shapes the shape space's study scores too:
-    uniform (``{}``), and the global ranking where the scheme has one."""
+    """The allocations besides the ``prior`` (its table; ``{}`` is uniform) whose shapes
+    the shape space's study scores too: uniform, and the global ranking where the scheme
+    has one."""
     out: dict[str, dict[str, list[float]]] = {}
-    if prior != "uniform":
+    if prior:
         out["uniform"] = {}
-    if prior != "global":
-        ranking = global_prior(ctx, units)
-        if ranking:
-            out["global"] = ranking
+    ranking = global_prior(ctx, units)
+    if ranking and ranking != prior:
+        out["global"] = ranking
     return out
 
 
@@ -218,9 +218,13 @@ def prepare(
         warm = [target]
         ctx.log(f"shape: every trial costs what the prior's plan at level {target:.4f} costs")
         projection = Projection(space, plan_cost(ctx), target)
-        references = reference_shapes(space, projection, alternatives(ctx, units, setup.prior))
+        references = reference_shapes(space, projection, alternatives(ctx, units, prior))
         if references:
-            ctx.log("shape: the study also scores the " + " and ".join(references) + " shapes")
+            ctx.log(
+                "shape: the study also scores the "
+                + " and ".join(references)
+                + f" shapes (offsets within +-{width_for(references):g})"
+            )
     preparation = Preparation(
         units=units,
         tau=tau,

@@ -55,7 +55,7 @@ from .proxy import ProxyScorer, pruned_copy
 from .records import LevelRecord
 from .space import WIDTH, SearchSpace, plan_key
 
-LEADERS = 3  # the best trials scored again at most, besides the prior's shape
+LEADERS = 3  # the best trials scored again at most, besides the prior's and references' shapes
 RUNG = 3  # their fine-tuning, in multiples of the proxy's
 STEPS = 14  # costs measured at most per shape, besides the two ends
 TOLERANCE = 0.005  # a shape costs at most the target, and at most this much less
@@ -126,17 +126,21 @@ class Projection:
         :attr:`target`) and no more than ``TOLERANCE`` of it less; 1 when even the top
         costs more (see :func:`solve`)."""
         goal = self.target if target is None else target
-        return solve(lambda level: self.cost({**offsets, "level": level}), goal)
+        return solve(
+            lambda level: self.cost({**offsets, "level": level}), goal, guess=self.target_level
+        )
 
 
-def solve(cost_at: Callable[[float], float], goal: float) -> float:
-    """The lowest level in [0, 1] at which ``cost_at`` (falling with the level, smoothly
-    but for the steps that rounding makes) is at most ``goal`` and no more than
-    ``TOLERANCE`` of it less; 1 when even 1 costs more, 0 when 0 already fits.
-    Regula falsi (Illinois), bracketed: a few costs per call.
+def solve(cost_at: Callable[[float], float], goal: float, guess: float | None = None) -> float:
+    """A level in [0, 1] at which ``cost_at`` (falling with the level, smoothly but for
+    the steps that rounding makes) is at most ``goal`` and no more than ``TOLERANCE`` of
+    it less: ``guess`` when it is one, else the one regula falsi (Illinois, bracketed by
+    0 and 1) reaches in a few costs; 1 when even 1 costs more, 0 when 0 already fits.
 
     >>> round(solve(lambda level: 1.0 - level**2, 0.75), 2)
     0.5
+    >>> solve(lambda level: 1.0 - level**2, 0.75, guess=0.501)  # in the band: kept
+    0.501
     """
 
     def gap(level: float) -> float:
@@ -148,6 +152,10 @@ def solve(cost_at: Callable[[float], float], goal: float) -> float:
         return hi
     if g_lo <= 0:
         return lo
+    if guess is not None and 0.0 < guess < 1.0:
+        g = gap(guess)
+        if -TOLERANCE * goal <= g <= 0:
+            return round(guess, 6)
     side = 0
     for _ in range(STEPS):
         if g_hi >= -TOLERANCE * goal or hi - lo < 1e-4:
@@ -177,14 +185,18 @@ def reference_shapes(
 
     Each allocation's level is set so that its plan costs the target; its positions
     less the prior's are the offsets, which may be wider than the space's width
-    (:func:`width_for` widens it). An allocation that is the prior's own shape is left
-    out.
+    (:func:`width_for` widens it), so the trial's projection finds the allocation's plan
+    at the target level. An allocation that is the prior's own shape, or that cannot
+    reach the target cost, is left out.
     """
     here = {u.name: space.position(u.name, projection.target_level) for u in space.units}
     out: dict[str, dict[str, float]] = {}
     for name, table in allocations.items():
         other = SearchSpace(space.units, "uniform", prior={k: list(v) for k, v in table.items()})
-        level = solve(functools.partial(_cost_at, projection, other), projection.target)
+        cost_at = functools.partial(_cost_at, projection, other)
+        level = solve(cost_at, projection.target, guess=projection.target_level)
+        if cost_at(level) > projection.target * (1 + 1e-9):
+            continue  # even the allocation's top costs more than the target
         offsets = {
             key: round(other.position(u.name, level) - here[u.name], 6)
             for key, u in zip(space.offset_keys(), space.units)
@@ -232,8 +244,14 @@ def leaders(trials: int) -> int:
 
 def kept(trials: int, references: int = 0) -> float:
     """The time the study keeps for scoring its leaders again, in trials' durations, after
-    ``trials`` trials (the prior's shape and the ``references`` are scored again too)."""
-    return (leaders(trials) + 1 + references) * RUNG
+    ``trials`` trials (the prior's shape and the ``references`` are scored again too);
+    none while there is no leader yet (nothing is scored again then).
+
+    >>> kept(3, references=2), kept(4, references=2)
+    (0, 12)
+    """
+    top = leaders(trials)
+    return (top + 1 + references) * RUNG if top else 0
 
 
 def reference(trial: optuna.trial.FrozenTrial) -> str | None:
@@ -244,25 +262,55 @@ def reference(trial: optuna.trial.FrozenTrial) -> str | None:
     return "prior" if trial.user_attrs.get("warm_start") is not None else None
 
 
+def second_rung(
+    order: Sequence[optuna.trial.FrozenTrial], fits: Callable[[float], bool]
+) -> list[optuna.trial.FrozenTrial]:
+    """Who :func:`rescored` scores again: the :func:`leaders` best of ``order``, then the
+    prior's and the references' shapes (:func:`reference`) in ``order`` while their time
+    (``RUNG`` times each one's proxy seconds) ``fits``; none when the leaders' does not.
+
+    >>> from optuna.trial import create_trial
+    >>> order = [create_trial(value=0.9, user_attrs=a) for a in (
+    ...     {"seconds": 10}, {"seconds": 10}, {"seconds": 10, "reference": "global"},
+    ...     {"seconds": 10}, {"seconds": 10, "warm_start": 0.5})]
+    >>> [reference(t) for t in second_rung(order, lambda s: True)]  # leaders(5) is 1
+    [None, 'global', 'prior']
+    >>> len(second_rung(order, lambda s: s <= 60)), second_rung(order, lambda s: s < 30)
+    (2, [])
+    """
+    top = leaders(len(order))
+    leading: list[optuna.trial.FrozenTrial] = []
+    seconds = 0.0
+    for k, t in enumerate(order):
+        if k >= top and reference(t) is None:
+            continue
+        more = RUNG * float(t.user_attrs.get("seconds") or 0.0)
+        if not fits(seconds + more):
+            if k < top:
+                return []
+            continue
+        leading.append(t)
+        seconds += more
+    return leading
+
+
 def rescored(
     ctx: RunContext,
     order: Sequence[optuna.trial.FrozenTrial],
     options: ProxyOptions,
     fits: Callable[[float], bool] = lambda seconds: True,
 ) -> list[optuna.trial.FrozenTrial]:
-    """The :func:`leaders` best trials of ``order``, the prior's own shape (the warm
-    start) and the reference shapes (:func:`reference`), scored again with ``RUNG`` times
-    the proxy's fine-tuning, best first by that score; then the rest of ``order``.
-    Without fine-tuning in the proxy, without a leader, or when the time for it does not
-    fit (``fits(seconds)``), ``order`` itself."""
-    top = leaders(len(order))
-    if options.finetune_epochs <= 0 or top == 0:
+    """The :func:`leaders` best trials of ``order``, then the prior's own shape (the warm
+    start) and the reference shapes (:func:`reference`) as far as the time allows
+    (``fits(seconds)``), scored again with ``RUNG`` times the proxy's fine-tuning, best
+    first by that score; then the rest of ``order``. Without fine-tuning in the proxy,
+    without a leader, or when the leaders' own time does not fit, ``order`` itself."""
+    if options.finetune_epochs <= 0:
         return list(order)
-    leading = list(order[:top])
-    leading += [t for t in order[top:] if reference(t) is not None]
-    seconds = sum(RUNG * float(t.user_attrs.get("seconds") or 0.0) for t in leading)
-    if not fits(seconds):
-        ctx.log(f"shape: the leaders are not scored again; {seconds:.0f} s would not fit")
+    leading = second_rung(order, fits)
+    if not leading:
+        if leaders(len(order)):
+            ctx.log("shape: the leaders are not scored again; their time would not fit")
         return list(order)
     longer = dataclasses.replace(options, finetune_epochs=options.finetune_epochs * RUNG)
     scorer = ProxyScorer(ctx, longer, tau=math.inf)
@@ -274,7 +322,7 @@ def rescored(
             score[t.number] = -math.inf
     again = sorted(leading, key=lambda t: -score[t.number])
     ctx.log(
-        f"shape: the {len(leading)} leaders scored again with {longer.finetune_epochs:g} "
+        f"shape: {len(leading)} shapes scored again with {longer.finetune_epochs:g} "
         "epoch(s) of fine-tuning: "
         + ", ".join(
             f"trial {t.number}{f' ({reference(t)})' if reference(t) else ''} "

@@ -212,9 +212,11 @@ def requeue_interrupted(study: optuna.Study) -> int:
             continue
         with uninterrupted():
             if t.params:
-                study.enqueue_trial(
-                    dict(t.params), user_attrs={"requeued_from": t.number}, skip_if_exists=False
-                )
+                attrs: dict[str, Any] = {"requeued_from": t.number}
+                for label in ("warm_start", "reference"):  # what the trial stood for
+                    if label in t.user_attrs:
+                        attrs[label] = t.user_attrs[label]
+                study.enqueue_trial(dict(t.params), user_attrs=attrs, skip_if_exists=False)
             study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         count += 1
     return count
@@ -486,9 +488,9 @@ def _enqueue(
         for level in warm_start:
             if space.warm_level(level):
                 params = space.warm_params(level)
-                study.enqueue_trial(params, user_attrs={"warm_start": level})
+                study.enqueue_trial(params, user_attrs={"warm_start": level}, skip_if_exists=True)
         for name, offsets in references.items():
-            study.enqueue_trial(dict(offsets), user_attrs={"reference": name})
+            study.enqueue_trial(dict(offsets), user_attrs={"reference": name}, skip_if_exists=True)
 
 
 def run_trials(

@@ -37,7 +37,7 @@ def test_every_shape_is_given_the_target_cost(offsets):
     level = projection.level(params)
     got = cost(space.from_params({**params, "level": level}))
     assert projection.target * (1 - TOLERANCE) <= got <= projection.target + 1e-12
-    assert len(projection._seen) <= 8  # a few costs per shape
+    assert len(projection._seen) <= 9  # a few costs per shape, the target level first
 
 
 def test_the_prior_shape_lands_on_the_target_level():
@@ -115,3 +115,22 @@ def test_the_references_and_the_prior_are_scored_again_and_their_time_kept():
     assert reference(trial(warm_start=0.5)) == "prior"
     assert reference(trial(reference="global")) == "global"
     assert kept(8, references=2) == kept(8) + 2 * 3
+
+
+def test_a_reference_that_cannot_reach_the_target_cost_is_left_out():
+    # an allocation that never prunes unit b (the one that saves most) cannot reach a
+    # cost only b's pruning reaches
+    space = SearchSpace(UNITS, "shape")
+    projection = Projection(space, cost, target_level=0.95)
+    never_b = {"a": [0.0, 1.0], "b": [0.0, 0.0], "c": [0.0, 1.0]}
+    assert reference_shapes(space, projection, {"never_b": never_b}) == {}
+
+
+def test_the_prior_shape_and_a_reference_land_exactly_on_their_plans():
+    prior = {"a": [0.0, 0.8, 1.0], "b": [0.0, 0.2, 1.0], "c": [0.0, 0.5, 1.0]}
+    space = SearchSpace(UNITS, "shape", prior=prior)
+    projection = Projection(space, cost, target_level=0.5)
+    assert projection.level(projection.zero()) == 0.5  # the target level itself
+    refs = reference_shapes(space, projection, {"uniform": {}})
+    plan = space.from_params({**refs["uniform"], "level": projection.level(refs["uniform"])})
+    assert len(set(plan.values())) == 1  # every unit at the same sparsity: uniform

@@ -322,7 +322,7 @@ def rescored(
             score[t.number] = -math.inf
     again = sorted(leading, key=lambda t: -score[t.number])
     ctx.log(
-        f"shape: {len(leading)} shapes scored again with {longer.finetune_epochs:g} "
+        f"shape: {len(leading)} shape(s) scored again with {longer.finetune_epochs:g} "
         "epoch(s) of fine-tuning: "
         + ", ".join(
             f"trial {t.number}{f' ({reference(t)})' if reference(t) else ''} "

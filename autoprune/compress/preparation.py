@@ -216,15 +216,7 @@ def prepare(
     if setup.space == "shape":  # the cost every trial matches: the bisection's next level
         target = next_level(held, broken.level if broken else None, 1.0) if held else 0.5
         warm = [target]
-        ctx.log(f"shape: every trial costs what the prior's plan at level {target:.4f} costs")
-        projection = Projection(space, plan_cost(ctx), target)
-        references = reference_shapes(space, projection, alternatives(ctx, units, prior))
-        if references:
-            ctx.log(
-                "shape: the study also scores the "
-                + " and ".join(references)
-                + f" shapes (offsets within +-{width_for(references):g})"
-            )
+        references = _shape_references(ctx, space, target)
     preparation = Preparation(
         units=units,
         tau=tau,
@@ -237,6 +229,22 @@ def prepare(
         references=references,
     )
     return Prepared(preparation, phases, calibration)
+
+
+def _shape_references(
+    ctx: RunContext, space: SearchSpace, target: float
+) -> dict[str, dict[str, float]]:
+    """The shape space's reference shapes at the cost of the prior's plan at ``target``."""
+    ctx.log(f"shape: every trial costs what the prior's plan at level {target:.4f} costs")
+    projection = Projection(space, plan_cost(ctx), target)
+    references = reference_shapes(space, projection, alternatives(ctx, space.units, space.prior))
+    if references:
+        ctx.log(
+            "shape: the study also scores the "
+            + " and ".join(references)
+            + f" shapes (offsets within +-{width_for(references):g})"
+        )
+    return references
 
 
 def _analyze(ctx: RunContext, options: SensitivityOptions) -> Sensitivity:

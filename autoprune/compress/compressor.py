@@ -35,7 +35,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -93,6 +93,8 @@ from .shape import (
     plan_cost,
     ranked_shapes,
     rescored,
+    too_short,
+    trial_seconds,
     width_for,
 )
 from .space import SearchSpace
@@ -135,6 +137,13 @@ class _Session:
     start: float
     units: list
     resumed: bool
+    notes: list[str] = field(default_factory=list)  # what the run's result says of its stages
+
+
+def _study_broke(ctx: RunContext, outcome: Outcome) -> bool:
+    """Whether a trial of the study was recovered and broke eps (in the shape space, a
+    plan at the target cost)."""
+    return any(a.number is not None and got.drop > ctx.eps for a, got in outcome.tried)
 
 
 def _proxy_drop(scorer: ProxyScorer, sparsities: Mapping[str, float]) -> float | None:
@@ -334,7 +343,7 @@ class Compressor:
         """
         session = self._session()
         prep, recovered = self._prepared(session)
-        self._search(session.ctx, session.study, prep, session.scorer, session.budget)
+        self._search(session, prep)
         session.phases["search"] = session.budget.elapsed() - session.phases["baseline"]
         result = self._finish(session, prep, recovered, redo=True, wait=True)
         assert result is not None  # waiting, a run always ends with a result
@@ -362,7 +371,7 @@ class Compressor:
             time.sleep(poll)
         prep = Preparation.from_dict(study.user_attrs["prepared"])
         before = self._complete(study)
-        self._search(session.ctx, study, prep, session.scorer, session.budget)
+        self._search(session, prep)
         session.phases["search"] = session.budget.elapsed() - session.phases["baseline"]
         me = worker_id()
         mine = sum(
@@ -492,7 +501,8 @@ class Compressor:
         ctx, study, budget, phases = session.ctx, session.study, session.budget, session.phases
         space = self._space(ctx, prep)
         with phases.timed("recovery"):
-            order, outcome, notes = self._finalists(ctx, study, prep, space, recovered, budget)
+            order, outcome, found = self._finalists(ctx, study, prep, space, recovered, budget)
+        notes = [*session.notes, *found]
         refinement = Refinement()
         chosen = outcome.attempt
         if outcome.recovered is not None and chosen and chosen.params and self.will_refine:
@@ -503,7 +513,9 @@ class Compressor:
                     budget,
                     space,
                     params,
-                    broken_levels(prep.calibration, space, params),
+                    broken_levels(
+                        prep.calibration, space, params, target_broke=_study_broke(ctx, outcome)
+                    ),
                     self.refine,
                     proxy=lambda sparsities: _proxy_drop(session.scorer, sparsities),
                 )
@@ -660,16 +672,10 @@ class Compressor:
             space.projection = Projection(space, plan_cost(ctx), prep.target_level)
         return space
 
-    def _search(
-        self,
-        ctx: RunContext,
-        study: optuna.Study,
-        prep: Preparation,
-        scorer: ProxyScorer,
-        budget: TimeBudget,
-    ) -> SearchSpace:
+    def _search(self, session: _Session, prep: Preparation) -> None:
         """Run the study's trials in the prepared space, leaving time for the finalists and
-        the refinement; returns the space."""
+        the refinement (in the shape space, none when too few fit: :func:`.too_short`)."""
+        ctx, study, scorer, budget = session.ctx, session.study, session.scorer, session.budget
         space = self._space(ctx, prep)
         shape = self.space == "shape"
         scorer.tau = math.inf if shape else prep.tau
@@ -690,7 +696,18 @@ class Compressor:
         if n_trials == 0:  # no search: the warm-start (calibrated) and reference plans alone
             n_trials = sum(map(space.warm_level, prep.warm)) + len(prep.references)
             if n_trials == 0:
-                return space
+                return
+        keep = (
+            functools.partial(kept, references=len(prep.references))
+            if shape and self.proxy.finetune_epochs > 0
+            else None
+        )
+        if shape and prep.held is not None:  # a study too short to rank shapes costs refining
+            why = too_short(budget, trial_seconds(study, prep.calibration), keep, self.will_refine)
+            if why is not None:
+                session.notes.append(f"no study: {why}; the calibrated plan is refined instead")
+                self.log(f"shape: {session.notes[-1]}")
+                return
         run_trials(
             study,
             space,
@@ -707,13 +724,8 @@ class Compressor:
             describe=describe_trial,
             max_failures=self.budget.max_failures,
             accuracy=shape,
-            keep=(
-                functools.partial(kept, references=len(prep.references))
-                if shape and self.proxy.finetune_epochs > 0
-                else None
-            ),
+            keep=keep,
         )
-        return space
 
     def _finalists(
         self,

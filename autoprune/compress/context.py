@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -177,6 +178,11 @@ class TimeBudget:
         """Seconds one recovery takes (see the class docstring)."""
         spent = self.timed or self.calibrated
         return sum(spent) / len(spent) if spent else 0.0
+
+    def left(self) -> float:
+        """Seconds left before the :attr:`deadline` (infinite without a timeout)."""
+        deadline = self.deadline
+        return math.inf if deadline is None else max(0.0, deadline - self.clock())
 
     def fits(self, recoveries: int = 1, extra: float = 0.0) -> bool:
         """Whether ``recoveries`` more recoveries, after ``extra`` seconds of other work,

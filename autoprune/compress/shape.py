@@ -48,7 +48,7 @@ from optuna.trial import TrialState
 from ..errors import TrialFault
 from ..objectives.base import Metric
 from ..objectives.builtins import macs
-from .context import RunContext
+from .context import RunContext, TimeBudget
 from .finalists import Candidate
 from .options import ProxyOptions
 from .proxy import ProxyScorer, pruned_copy
@@ -58,6 +58,7 @@ from .space import WIDTH, SearchSpace, plan_key
 LEADERS = 3  # the best trials scored again at most, besides the prior's and references' shapes
 RUNG = 3  # their fine-tuning, in multiples of the proxy's
 STEPS = 14  # costs measured at most per shape, besides the two ends
+MIN_TRIALS = 4  # the fewest trials a study is run for: enough for one leader
 TOLERANCE = 0.005  # a shape costs at most the target, and at most this much less
 
 
@@ -344,18 +345,92 @@ def anchor(space: SearchSpace, held: float | None) -> list[Candidate]:
 
 
 def broken_levels(
-    calibration: Sequence[LevelRecord], space: SearchSpace, params: Mapping[str, float]
+    calibration: Sequence[LevelRecord],
+    space: SearchSpace,
+    params: Mapping[str, float],
+    target_broke: bool = False,
 ) -> list[float]:
     """Levels of the plan ``params`` taken to break eps, for its refinement: the
     calibration's that broke; for another shape than the prior's (the shape space), the
-    levels at which that shape costs what those plans cost."""
+    levels at which that shape costs what those plans cost. ``target_broke``: a study's
+    finalist (a plan at the target cost, the best shape the second rung found there)
+    broke eps, so the target cost is taken to break this plan too.
+
+    >>> from autoprune.compress.space import SearchSpace, Unit
+    >>> space = SearchSpace([Unit("a", 10), Unit("b", 10)], "shape")
+    >>> space.projection = Projection(space, lambda s: 1.0 - (s["a"] + s["b"]) / 2, 0.5)
+    >>> broken = [LevelRecord(0.75, 0.75, 0.02, False), LevelRecord(0.25, 0.25, 0.0, True)]
+    >>> params = space.uniform_params(0.25)
+    >>> broken_levels(broken, space, params), broken_levels(broken, space, params, True)
+    ([0.75], [0.75, 0.5])
+    """
     levels = [r.level for r in calibration if not r.holds]
     offsets = {k: params[k] for k in space.offset_keys()}
     projection = space.projection
-    if projection is None or not any(offsets.values()):
+    if projection is None:
         return levels
-    zero = projection.zero()
-    return [projection.level(offsets, projection.cost({**zero, "level": lv})) for lv in levels]
+    shaped = any(offsets.values())
+    if shaped:
+        zero = projection.zero()
+        levels = [
+            projection.level(offsets, projection.cost({**zero, "level": lv})) for lv in levels
+        ]
+    if target_broke:
+        levels.append(projection.level(offsets) if shaped else projection.target_level)
+    return levels
+
+
+def trial_seconds(study: optuna.Study, calibration: Sequence[LevelRecord]) -> float | None:
+    """How long one trial takes: the mean of the study's complete trials, else of the
+    calibration's proxy scorings (a step's time less its recovery's); None: unknown."""
+    done = [
+        float(t.user_attrs["seconds"])
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("seconds")
+    ]
+    if not done:
+        done = [
+            r.seconds - r.recovery_seconds
+            for r in calibration
+            if r.recovery_seconds is not None and r.seconds > r.recovery_seconds
+        ]
+    return sum(done) / len(done) if done else None
+
+
+def too_short(
+    budget: TimeBudget,
+    seconds: float | None,
+    keep: Callable[[int], float] | None,
+    refining: bool,
+) -> str | None:
+    """Why no study is run, or None when one fits: ``MIN_TRIALS`` trials of ``seconds``
+    each and the time ``keep(trials)`` keeps for their second rung (in trials; see
+    :func:`kept`), then a finalist's recovery and, when ``refining``, a refinement step,
+    must fit the time left. A study too short to rank shapes takes its time from the
+    refinement and gives little for it: its finalist is one more plan at the cost the
+    refinement would try first.
+
+    >>> budget = TimeBudget(start=0.0, timeout=300.0, calibrated=[60.0], clock=lambda: 0.0)
+    >>> keep = functools.partial(kept, references=2)  # 4 trials keep 12 for their rung
+    >>> too_short(budget, 5.0, keep, refining=True) is None  # 80 + 120 <= 300
+    True
+    >>> print(too_short(budget, 15.0, keep, refining=True))  # doctest: +NORMALIZE_WHITESPACE
+    4 trials and their second rung (about 240 s), a finalist's recovery and a
+    refinement step (about 120 s) would not fit the 300 s left
+    """
+    if seconds is None:
+        return None
+    trials = (MIN_TRIALS + (keep(MIN_TRIALS) if keep is not None else 0)) * seconds
+    recoveries = 2 if refining else 1
+    if budget.fits(recoveries, extra=trials):
+        return None
+    left = budget.left()
+    return (
+        f"{MIN_TRIALS} trials and their second rung (about {trials:.0f} s), a finalist's "
+        f"recovery{' and a refinement step' if refining else ''} (about "
+        f"{recoveries * budget.estimate():.0f} s) would not fit the "
+        f"{left:.0f} s left"
+    )
 
 
 def width_for(references: Mapping[str, Mapping[str, float]], width: float = WIDTH) -> float:

@@ -612,6 +612,33 @@ def test_the_shape_space_searches_shapes_of_one_cost_then_refines_the_best(train
     assert len(recovery.plans) == len(calibration) + 1 + len(result.settings["refinement"])
 
 
+def test_the_shape_space_skips_a_study_too_short_to_rank_shapes(trained, data, monkeypatch):
+    # when too few trials, their second rung, a finalist and a refinement step would fit
+    # the time left, no trial is run: the calibrated plan is refined instead, as the
+    # ablation without the study would, and the result says so
+    monkeypatch.setattr("autoprune.compress.shape.MIN_TRIALS", 10**6)
+    recovery = _Recording(epochs=1)
+    result = compressor(
+        trained,
+        data,
+        space="shape",
+        n_trials=8,
+        eps=0.03,
+        recovery=recovery,
+        calibration=ap.CalibrationOptions(steps=2),
+        refine=1,
+        timeout=600,
+    ).run()
+    assert result.trials == [] and result.chosen_trial is None and result.feasible
+    note = next(n for n in result.notes if n.startswith("no study: "))
+    assert "1000000 trials and their second rung" in note and "s left" in note
+    calibration = result.settings["calibration"]
+    held = max(c["level"] for c in calibration if c["holds"])
+    steps = result.settings["refinement"]
+    assert len(recovery.plans) == len(calibration) + len(steps) and len(steps) == 1
+    assert steps[0]["level"] > held  # the calibrated plan's level raised
+
+
 def test_the_shape_space_takes_one_objective(trained, data):
     with pytest.raises(ConfigError, match="space: 'shape' searches plans of one cost"):
         compressor(trained, data, space="shape", objective=[O.Minimize(O.macs), "params"])

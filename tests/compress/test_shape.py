@@ -5,13 +5,18 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from autoprune.compress.context import TimeBudget
+from autoprune.compress.records import LevelRecord
 from autoprune.compress.shape import (
     TOLERANCE,
     Projection,
+    broken_levels,
     kept,
     ranked_shapes,
     reference,
     reference_shapes,
+    too_short,
+    trial_seconds,
     width_for,
 )
 from autoprune.compress.space import SearchSpace, Unit
@@ -134,3 +139,53 @@ def test_the_prior_shape_and_a_reference_land_exactly_on_their_plans():
     refs = reference_shapes(space, projection, {"uniform": {}})
     plan = space.from_params({**refs["uniform"], "level": projection.level(refs["uniform"])})
     assert len(set(plan.values())) == 1  # every unit at the same sparsity: uniform
+
+
+def test_a_finalist_that_broke_at_the_target_cost_bounds_the_refinement():
+    space = SearchSpace(UNITS, "shape")
+    space.projection = Projection(space, cost, target_level=0.5)
+    calibration = [LevelRecord(0.25, 0.25, 0.0, True), LevelRecord(0.75, 0.7, 0.03, False)]
+    prior = space.uniform_params(0.25)  # the calibrated plan: the prior's shape
+    assert broken_levels(calibration, space, prior) == [0.75]
+    assert broken_levels(calibration, space, prior, target_broke=True) == [0.75, 0.5]
+    # another shape: the levels at which it costs what the broken plans cost
+    offsets = {"offset_000": 0.3, "offset_001": -0.2, "offset_002": 0.1}
+    level = space.projection.level(offsets)
+    shaped = broken_levels(calibration, space, {**offsets, "level": level}, target_broke=True)
+    assert shaped[0] > level and shaped[1] == level  # its own cost: not above it
+    # no projection (another space): the calibration's alone
+    plain = SearchSpace(UNITS, "offsets")
+    assert broken_levels(calibration, plain, plain.uniform_params(0.25), True) == [0.75]
+
+
+def test_a_trial_lasts_what_the_study_s_trials_took_else_the_calibration_s_proxy():
+    study = optuna.create_study()
+    calibration = [
+        LevelRecord(0.5, 0.5, 0.02, False, recovery_seconds=50.0, seconds=58.0),
+        LevelRecord(0.25, 0.25, 0.0, True, recovery_seconds=50.0, seconds=62.0),
+        LevelRecord(0.1, 0.1, 0.0, True),  # no recovery timed: no proxy time either
+    ]
+    assert trial_seconds(study, calibration) == 10.0
+    assert trial_seconds(study, []) is None
+    dist = {"x": FloatDistribution(0, 1)}
+    for seconds in (4.0, 6.0):
+        study.add_trial(
+            create_trial(
+                value=0.9, params={"x": 0.5}, distributions=dist, user_attrs={"seconds": seconds}
+            )
+        )
+    assert trial_seconds(study, calibration) == 5.0
+
+
+def test_no_study_when_too_few_trials_and_the_refinement_would_not_fit():
+    now = [0.0]
+    budget = TimeBudget(0.0, timeout=600.0, calibrated=[60.0], clock=lambda: now[0], tail=20)
+    keep = kept  # no reference shapes
+    # 4 trials keep 6 more for their rung: 10 trials of 20 s, then 2 recoveries of 60 s
+    assert too_short(budget, 20.0, keep, refining=True) is None
+    now[0] = 600.0 - 20 - 319  # 319 s left: 320 are needed
+    why = too_short(budget, 20.0, keep, refining=True)
+    assert why is not None and "(about 200 s)" in why and "319 s left" in why
+    assert too_short(budget, 20.0, None, refining=False) is None  # 80 + 60 s: fits
+    assert too_short(budget, None, keep, refining=True) is None  # unknown: the study runs
+    assert too_short(TimeBudget(0.0, None), 1e9, keep, refining=True) is None  # no timeout

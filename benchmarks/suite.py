@@ -35,8 +35,11 @@ Rows:
 * ``dense``: the original fine-tuned by the same recovery, nothing pruned: how much of
   any "recovery" is more training.
 
-Each row is cached as JSON under ``--cache`` (keyed by the settings), so an interrupted
-suite resumes where it stopped; ``--fresh`` runs every row again. The summary line gives
+Each row is cached as JSON under ``--cache`` (keyed by the settings, and for autoprune's
+two rows by a digest of the package's sources too), so an interrupted suite resumes where
+it stopped; ``--fresh`` runs every row again. ``--load N`` runs autoprune's two rows (the
+timed ones) beside N processes that each keep a core busy: the load-robustness test,
+cached apart from the quiet rows. The summary line gives
 the geometric mean of autoprune's objective ratio over the best baseline's, and over the
 ablation's.
 
@@ -55,6 +58,7 @@ import logging
 import math
 import os
 import platform
+import subprocess
 import sys
 import time
 import warnings
@@ -104,6 +108,7 @@ class Settings:
     prior: str = "auto"  # autoprune's allocation prior
     threshold: str = "midpoint"  # autoprune's calibrated threshold rule
     space: str = "shape"  # autoprune's search space (no_study: the calibration's uniform plans)
+    load: int = 0  # busy processes (one core each) while a searched row runs
 
     @classmethod
     def quick(cls) -> Settings:
@@ -127,12 +132,46 @@ class Settings:
         fields = asdict(self)
         if row not in SEARCHED:
             fields = {k: v for k, v in fields.items() if k in SHARED}
-        elif row == "no_study":  # no study: its space and trials do not matter
-            fields = {k: v for k, v in fields.items() if k not in ("space", "trials")}
+        else:  # the Compressor's rows: made by this version of the package
+            if row == "no_study":  # no study: its space and trials do not matter
+                fields = {k: v for k, v in fields.items() if k not in ("space", "trials")}
+            fields["code"] = source_hash()
+        if not fields.get("load"):
+            fields.pop("load", None)  # quiet rows keep the keys they had before the option
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
     def recovery(self) -> ap.FineTune:
         return ap.FineTune(epochs=self.recovery_epochs, lr=self.recovery_lr, gradual=0)
+
+
+def source_hash() -> str:
+    """A digest of the autoprune package's Python sources (the searched rows' cache key
+    holds it, so a change to the package runs them again)."""
+    digest = hashlib.sha256()
+    package = os.path.dirname(os.path.abspath(ap.__file__))
+    for folder, dirs, files in sorted(os.walk(package)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                digest.update(os.path.relpath(path, package).encode())
+                with open(path, "rb") as f:
+                    digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def busy(processes: int) -> Iterator[list[subprocess.Popen]]:
+    """``processes`` other processes, each keeping one core busy, while the block runs:
+    the load under which a timed search must still hold its result."""
+    spin = [sys.executable, "-c", "while True: pass"]
+    others = [subprocess.Popen(spin) for _ in range(processes)]
+    try:
+        yield others
+    finally:
+        for p in others:
+            p.kill()
+            p.wait()
 
 
 @dataclass
@@ -516,6 +555,13 @@ def main() -> None:
     parser.add_argument(
         "--cache", default=os.path.join(ROOT, ".cache", "suite"), help="per-row results"
     )
+    parser.add_argument(
+        "--load",
+        type=int,
+        default=0,
+        help="run autoprune's rows (autoprune, no_study) beside this many processes that "
+        "each keep one core busy: the load-robustness test (their own cache entries)",
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore cached rows")
     parser.add_argument("--out", help="write every row and the summary as JSON here")
     args = parser.parse_args()
@@ -530,7 +576,7 @@ def main() -> None:
             trials=args.trials,
         )
     settings = dataclasses.replace(
-        settings, prior=args.prior, threshold=args.threshold, space=args.space
+        settings, prior=args.prior, threshold=args.threshold, space=args.space, load=args.load
     )
     data = fashion_mnist(args.data_root, limit=settings.limit)
     if settings.limit is not None:  # quick: a tenth of the test set too
@@ -553,7 +599,8 @@ def main() -> None:
                 if row is None:
                     pair = pair or Task(arch, task, data, original, settings)
                     print(f"[{arch} {task}] {name} ...", flush=True)
-                    with logged(path[: -len(".json")] + ".log"):
+                    load = settings.load if name in SEARCHED else 0
+                    with logged(path[: -len(".json")] + ".log"), busy(load):
                         row = pair.run(name, lambda m: print(m, flush=True))
                     save(path, row)
                 rows.append(row)

@@ -5,6 +5,7 @@ import importlib.util
 import math
 import os
 import sys
+import time
 
 import pytest
 
@@ -77,3 +78,27 @@ def test_settings_key_changes_with_what_a_row_does(suite):
     # the ablation runs no study: the study's space and trials leave its key alone
     assert S(space="offsets", trials=3).key("no_study") == S().key("no_study")
     assert S(space="offsets").key("autoprune") != S().key("autoprune")
+
+
+def test_searched_rows_are_keyed_by_the_package_s_code_and_the_load(suite, monkeypatch):
+    S = suite.Settings
+    before = {row: S().key(row) for row in suite.ROWS}
+    monkeypatch.setattr(suite, "source_hash", lambda: "changed")
+    for row in suite.ROWS:  # a change to the package runs the Compressor's rows again
+        assert (S().key(row) != before[row]) == (row in suite.SEARCHED)
+    for row in suite.ROWS:  # the load test has its own searched rows, the same baselines
+        assert (S(load=1).key(row) != S().key(row)) == (row in suite.SEARCHED)
+
+
+def test_the_load_runs_beside_the_block_and_stops_with_it(suite):
+    def cpu_ticks(pid):  # user time, in clock ticks (Linux)
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[11])
+
+    with suite.busy(1) as spinning:
+        assert len(spinning) == 1 and spinning[0].poll() is None
+        if os.path.exists(f"/proc/{spinning[0].pid}/stat"):
+            first = cpu_ticks(spinning[0].pid)
+            time.sleep(1.0)  # it spins (a sleeping process would gain no ticks)
+            assert cpu_ticks(spinning[0].pid) - first >= 0.1 * os.sysconf("SC_CLK_TCK")
+    assert spinning[0].poll() is not None  # stopped with the block

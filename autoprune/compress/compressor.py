@@ -653,6 +653,7 @@ class Compressor:
         with session.claims.holding(claim):
             prepared = prepare(ctx, session.units, setup, session.scorer, session.budget)
         session.phases.update(prepared.phases)
+        session.notes.extend(prepared.notes)
         with uninterrupted():
             study.set_user_attr("prepared", prepared.preparation.to_dict())
         session.claims.finish(claim, {})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -26,9 +27,9 @@ from .calibration import Calibration, calibrate
 from .context import RunContext, TimeBudget
 from .options import CalibrationOptions, ProxyOptions
 from .proxy import ProxyScorer
-from .records import Preparation, first_broken_above
+from .records import LevelRecord, Preparation, first_broken_above
 from .refinement import next_level
-from .sensitivity import Sensitivity, SensitivityOptions, analyze
+from .sensitivity import Sensitivity, SensitivityOptions, TooSlow, analyze
 from .shape import Projection, plan_cost, reference_shapes, width_for
 from .space import SearchSpace, Unit, operator_of
 
@@ -54,6 +55,7 @@ class Prepared:
     preparation: Preparation
     phases: dict[str, float] = field(default_factory=dict)
     calibration: Calibration | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def layer_prune(scheme: Scheme | None) -> Prune | None:
@@ -66,6 +68,7 @@ def layer_prune(scheme: Scheme | None) -> Prune | None:
 
 
 PRIORS = ("auto", "uniform", "global", "sensitivity")
+SENSITIVITY_SHARE = 0.25  # of the timeout, for an analysis that only makes the prior
 
 
 def resolve_prior(prior: str, scheme: Scheme | None) -> str:
@@ -82,6 +85,24 @@ def searched_levels(held: float | None, broken: float | None) -> tuple[float, fl
         return (0.0, 1.0)
     top = broken + 0.05 if broken is not None else held + 0.3
     return (round(max(0.0, held - 0.15), 6), round(min(1.0, top), 6))
+
+
+def shape_target(held: float | None, broken: float | None, records: Sequence[LevelRecord]) -> float:
+    """The shape space's target level: the next level the calibration's bisection would
+    try, above the most pruned level that ``held`` eps and below the first above it that
+    broke (``broken``); with none held, halfway below the least pruned that broke (a
+    plan known to break is no target); without a calibration, 0.5.
+
+    >>> shape_target(0.25, 0.5, []), shape_target(None, None, [])
+    (0.375, 0.5)
+    >>> from autoprune.compress.records import LevelRecord
+    >>> shape_target(None, None, [LevelRecord(0.5, 0.45, 0.07, False)])
+    0.25
+    """
+    if held:
+        return next_level(held, broken, 1.0)
+    below = first_broken_above(records, 0.0)
+    return next_level(0.0, below.level, 1.0) if below is not None else 0.5
 
 
 def structured(scheme: Scheme | None) -> StructuredPrune | None:
@@ -182,20 +203,39 @@ def prepare(
     scorer: ProxyScorer,
     budget: TimeBudget,
 ) -> Prepared:
-    """Bounds, prior and calibration (see the module docstring)."""
+    """Bounds, prior and calibration (see the module docstring).
+
+    A sensitivity analysis run only for the prior (not for bounds) may take at most
+    ``SENSITIVITY_SHARE`` of a timeout: when its first unit says it would take longer, it
+    stops there and the default prior (:func:`resolve_prior`) is used instead, with a note.
+    """
     phases: dict[str, float] = {}
-    sens, sens_dict = None, None
+    notes: list[str] = []
+    sens, sens_dict, prior_name = None, None, setup.prior
     if setup.bounds.from_sensitivity or setup.prior == "sensitivity":
         t = time.perf_counter()
-        sens = setup.bounds.sensitivity or _analyze(ctx, setup.sensitivity)
-        if setup.bounds.from_sensitivity:
-            units = sensitivity_bounds(ctx, units, sens, setup.sensitivity)
-        sens_dict = sens.to_dict()
+        limit = None
+        if not setup.bounds.from_sensitivity and budget.timeout is not None:
+            limit = SENSITIVITY_SHARE * budget.timeout
+        try:
+            sens = setup.bounds.sensitivity or _analyze(ctx, setup.sensitivity, limit)
+        except TooSlow as slow:
+            prior_name = resolve_prior("auto", ctx.scheme)
+            notes.append(
+                f"prior: the sensitivity analysis would take {slow} "
+                f"({SENSITIVITY_SHARE:.0%} of the timeout); the {prior_name} prior was used "
+                "instead (fewer sensitivity levels or a longer timeout would allow it)"
+            )
+            ctx.log(notes[-1])
+        if sens is not None:
+            if setup.bounds.from_sensitivity:
+                units = sensitivity_bounds(ctx, units, sens, setup.sensitivity)
+            sens_dict = sens.to_dict()
         phases["sensitivity"] = time.perf_counter() - t
     prior: dict[str, list[float]] = {}
-    if setup.prior == "global":
+    if prior_name == "global":
         prior = global_prior(ctx, units)
-    elif setup.prior == "sensitivity" and sens is not None:
+    elif prior_name == "sensitivity" and sens is not None:
         prior = sensitivity_prior(ctx, units, sens)
     space = SearchSpace(units, setup.space, prior=prior)
     calibration = None
@@ -214,7 +254,7 @@ def prepare(
     target = None
     references: dict[str, dict[str, float]] = {}
     if setup.space == "shape":  # the cost every trial matches: the bisection's next level
-        target = next_level(held, broken.level if broken else None, 1.0) if held else 0.5
+        target = shape_target(held, broken.level if broken else None, records)
         warm = [target]
         references = _shape_references(ctx, space, target)
     preparation = Preparation(
@@ -228,7 +268,7 @@ def prepare(
         target_level=target,
         references=references,
     )
-    return Prepared(preparation, phases, calibration)
+    return Prepared(preparation, phases, calibration, notes)
 
 
 def _shape_references(
@@ -247,9 +287,14 @@ def _shape_references(
     return references
 
 
-def _analyze(ctx: RunContext, options: SensitivityOptions) -> Sensitivity:
+def _analyze(
+    ctx: RunContext, options: SensitivityOptions, limit: float | None = None
+) -> Sensitivity:
     levels = ", ".join(f"{lv:g}" for lv in options.levels)
-    ctx.log(f"sensitivity analysis at levels {levels}")
+    ctx.log(
+        f"sensitivity analysis at levels {levels}"
+        + (f" (within {limit:.0f} s)" if limit is not None else "")
+    )
     return analyze(
         ctx.original,
         ctx.scheme,
@@ -260,4 +305,5 @@ def _analyze(ctx: RunContext, options: SensitivityOptions) -> Sensitivity:
         seed=ctx.seed,
         progress=ctx.progress,
         log=ctx.log,
+        limit=limit,
     )

@@ -22,6 +22,7 @@ import csv
 import io
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -84,6 +85,15 @@ class SensitivityOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"levels": list(self.levels)}
+
+
+class TooSlow(Exception):
+    """An analysis that would pass its time ``limit``: ``projected`` seconds in all, as
+    its first unit's time projects."""
+
+    def __init__(self, projected: float, limit: float) -> None:
+        super().__init__(f"about {projected:.0f} s, over the {limit:.0f} s it may take")
+        self.projected, self.limit = projected, limit
 
 
 @dataclass
@@ -168,6 +178,7 @@ def analyze(
     seed: int = 0,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    limit: float | None = None,
 ) -> Sensitivity:
     """Prune each of ``scheme``'s units alone at every level and measure accuracy.
 
@@ -177,6 +188,8 @@ def analyze(
         options: levels, BatchNorm batches, fine-tuning and validation batches
             (:class:`SensitivityOptions`).
         accuracy: ``f(model, loader) -> float`` instead of top-1 accuracy.
+        limit: seconds the analysis may take: when its first unit's time, times the
+            number of units, passes it, :class:`TooSlow` is raised then (None: no limit).
     """
     options = options or SensitivityOptions()
     accuracy = accuracy or (lambda m, loader: evaluate(m, loader).accuracy)
@@ -190,7 +203,13 @@ def analyze(
     bar = tqdm(
         total=len(sizes) * len(levels), desc="sensitivity", disable=not progress, leave=False
     )
+    start = time.perf_counter()
     for unit in sizes:
+        if limit is not None and len(table) == 1:
+            projected = (time.perf_counter() - start) * len(sizes)
+            if projected > limit:
+                bar.close()
+                raise TooSlow(projected, limit)
         row = []
         for level in levels:
             pruned = scheme.with_sparsities({unit: level})

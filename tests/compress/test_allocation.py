@@ -5,6 +5,7 @@ import torch
 import autoprune as ap
 from autoprune import objectives as O
 from autoprune.compress.allocation import Curve, allocation_prior
+from autoprune.compress.sensitivity import TooSlow, analyze
 from autoprune.compress.space import SearchSpace, Unit
 
 
@@ -70,3 +71,59 @@ def test_a_search_with_the_sensitivity_prior_calibrates_along_it():
     first = next(t for t in result.trials if t["warm_start"] is not None)
     assert len(set(first["sparsities"].values())) > 1
     assert result.feasible and result.after["macs"] < result.before["macs"]
+
+
+def test_an_analysis_stops_after_its_first_unit_when_it_would_pass_its_limit():
+    data = ap.load_data("digits", seed=0)
+    model = ap.create_model("mlp", data.num_classes, data.input_shape, hidden=(32, 16))
+    options = ap.SensitivityOptions(levels=(0.5,), bn_batches=1, finetune_steps=1)
+    units = []
+    with pytest.raises(TooSlow, match=r"about \d+ s, over the 0 s it may take") as slow:
+        analyze(
+            model,
+            ap.Prune(),
+            data.loaders(64),
+            data.example_input(),
+            options,
+            limit=0.0,
+            log=units.append,
+        )
+    assert len(units) == 1 and slow.value.projected > 0  # one unit measured, then stopped
+    whole = analyze(model, ap.Prune(), data.loaders(64), data.example_input(), options, limit=60.0)
+    assert sorted(whole.accuracy) == ["fc1", "fc2"]
+
+
+@pytest.mark.slow
+def test_a_sensitivity_prior_that_would_not_fit_the_timeout_gives_way_to_the_default(
+    monkeypatch,
+):
+    # an analysis only for the prior may take a share of the timeout; past it, the run
+    # goes on with the default prior (uniform for channels) and says so
+    monkeypatch.setattr("autoprune.compress.preparation.SENSITIVITY_SHARE", 1e-6)
+    data = ap.load_data("digits", seed=0)
+    torch.manual_seed(0)
+    model = ap.create_model("small_cnn", data.num_classes, data.input_shape, width=8)
+    ap.train(model, data.loaders(64, seed=0).train, epochs=8, seed=0)
+    result = ap.Compressor(
+        model.eval(),
+        O.Minimize(O.macs),
+        0.05,
+        scheme=ap.FilterPrune(),
+        data=data,
+        n_trials=3,
+        recovery=ap.FineTune(epochs=0.5),
+        proxy=ap.ProxyOptions(finetune_epochs=0.0, bn_batches=4),
+        calibration=ap.CalibrationOptions(steps=2),
+        sensitivity=ap.SensitivityOptions(levels=(0.5, 0.9), finetune_steps=2, val_batches=2),
+        prior="sensitivity",
+        refine=0,
+        timeout=600,
+        batch_size=64,
+        progress=False,
+    ).run()
+    note = next(n for n in result.notes if n.startswith("prior: the sensitivity analysis"))
+    assert "the uniform prior was used instead" in note
+    assert not result.settings["sensitivity"]  # no analysis was kept
+    first = next(t for t in result.trials if t["warm_start"] is not None)
+    assert len(set(first["sparsities"].values())) == 1  # uniform: one sparsity for all
+    assert result.feasible

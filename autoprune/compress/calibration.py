@@ -102,13 +102,16 @@ def calibrate(
     cheap = calibration_recovery(ctx.recovery, options, proxy)
     lo, hi = start_level(ctx, space), 1.0
     out = Calibration(tau=ctx.eps)
-    limit = None if budget.timeout is None else options.share * (budget.timeout - budget.tail)
+    end = None if budget.timeout is None else budget.timeout - budget.tail
     for k in range(options.steps):
-        if limit is not None and out.records:
-            if budget.elapsed() + out.records[-1].seconds > limit:
+        if end is not None and out.records:
+            # until a plan holds, the run has nothing to fall back on: the bisection goes
+            # on while a step fits the whole timeout, not only its share
+            held = out.held is not None
+            if budget.elapsed() + out.records[-1].seconds > (options.share * end if held else end):
                 ctx.log(
                     f"calibration: stopping after {k} step(s); another would pass "
-                    f"{options.share:g} of the timeout"
+                    + (f"{options.share:g} of the timeout" if held else "the timeout (none held)")
                 )
                 break
         mid = round((lo + hi) / 2, 6)

@@ -706,7 +706,8 @@ class Compressor:
         if shape and prep.held is not None:  # a study too short to rank shapes costs refining
             why = too_short(budget, trial_seconds(study, prep.calibration), keep, self.will_refine)
             if why is not None:
-                session.notes.append(f"no study: {why}; the calibrated plan is refined instead")
+                then = "refined" if self.will_refine else "returned"
+                session.notes.append(f"no study: {why}; the calibrated plan is {then} instead")
                 self.log(f"shape: {session.notes[-1]}")
                 return
         run_trials(

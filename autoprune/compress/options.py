@@ -66,7 +66,8 @@ class CalibrationOptions:
             is :class:`~autoprune.recovery.FineTune`, else 3).
         steps: bisection steps, at most (0: no calibration).
         share: with a ``timeout``, the bisection stops before it would use more than
-            this share of it.
+            this share of it, once a plan has held eps (before, it goes on while a step
+            fits the whole timeout: with no plan that holds, nothing else can be returned).
         threshold: where ``tau`` lies: ``"midpoint"`` (halfway from the held plan's proxy
             drop to the broken one's) or ``"held"`` (the held plan's proxy drop: a
             candidate is feasible when the proxy rates it no worse than the most pruned

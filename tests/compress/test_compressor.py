@@ -612,6 +612,30 @@ def test_the_shape_space_searches_shapes_of_one_cost_then_refines_the_best(train
     assert len(recovery.plans) == len(calibration) + 1 + len(result.settings["refinement"])
 
 
+def test_the_calibration_passes_its_share_of_the_timeout_until_a_plan_holds(trained, data):
+    # "accuracy" falls with the parameters removed, so the bisection's first plans break
+    # eps; with a tiny share, it still goes on until one holds, then stops at the share
+    full = ap.metrics.count_params(trained).total
+
+    def metric(model, loader):
+        return 1.0 - (1.0 - ap.metrics.count_params(model).total / full)
+
+    result = compressor(
+        trained,
+        data,
+        accuracy=metric,
+        eps=0.2,
+        n_trials=0,
+        recovery=ap.FineTune(epochs=0.1),
+        calibration=ap.CalibrationOptions(steps=4, share=1e-6),
+        refine=0,
+        timeout=600,
+    ).run()
+    holds = [c["holds"] for c in result.settings["calibration"]]
+    assert holds[-1] and not any(holds[:-1]) and 1 < len(holds) < 4, holds
+    assert result.feasible
+
+
 def test_the_shape_space_skips_a_study_too_short_to_rank_shapes(trained, data, monkeypatch):
     # when too few trials, their second rung, a finalist and a refinement step would fit
     # the time left, no trial is run: the calibrated plan is refined instead, as the

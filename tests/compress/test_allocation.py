@@ -43,16 +43,13 @@ def test_the_prior_prunes_what_saves_much_and_loses_little_first():
     assert space.from_params({"level": 0.4}) == {"free": 0.72, "fragile": 0.0, "plain": 0.36}
 
 
-@pytest.mark.slow
-def test_a_search_with_the_sensitivity_prior_calibrates_along_it():
+def _sensitivity_run(**kwargs):
+    """A search with the sensitivity prior, on a small CNN trained on digits."""
     data = ap.load_data("digits", seed=0)
     torch.manual_seed(0)
     model = ap.create_model("small_cnn", data.num_classes, data.input_shape, width=8)
     ap.train(model, data.loaders(64, seed=0).train, epochs=8, seed=0)
-    result = ap.Compressor(
-        model.eval(),
-        O.Minimize(O.macs),
-        0.05,
+    options = dict(
         scheme=ap.FilterPrune(),
         data=data,
         n_trials=3,
@@ -64,7 +61,13 @@ def test_a_search_with_the_sensitivity_prior_calibrates_along_it():
         refine=0,
         batch_size=64,
         progress=False,
-    ).run()
+    )
+    return ap.Compressor(model.eval(), O.Minimize(O.macs), 0.05, **(options | kwargs)).run()
+
+
+@pytest.mark.slow
+def test_a_search_with_the_sensitivity_prior_calibrates_along_it():
+    result = _sensitivity_run()
     assert result.settings["prior"] == "sensitivity" and "sensitivity" in result.phases
     assert result.settings["sensitivity"]  # the analysis is stored with the run
     # a calibration plan is not uniform: the prior spread its level
@@ -100,27 +103,7 @@ def test_a_sensitivity_prior_that_would_not_fit_the_timeout_gives_way_to_the_def
     # an analysis only for the prior may take a share of the timeout; past it, the run
     # goes on with the default prior (uniform for channels) and says so
     monkeypatch.setattr("autoprune.compress.preparation.SENSITIVITY_SHARE", 1e-6)
-    data = ap.load_data("digits", seed=0)
-    torch.manual_seed(0)
-    model = ap.create_model("small_cnn", data.num_classes, data.input_shape, width=8)
-    ap.train(model, data.loaders(64, seed=0).train, epochs=8, seed=0)
-    result = ap.Compressor(
-        model.eval(),
-        O.Minimize(O.macs),
-        0.05,
-        scheme=ap.FilterPrune(),
-        data=data,
-        n_trials=3,
-        recovery=ap.FineTune(epochs=0.5),
-        proxy=ap.ProxyOptions(finetune_epochs=0.0, bn_batches=4),
-        calibration=ap.CalibrationOptions(steps=2),
-        sensitivity=ap.SensitivityOptions(levels=(0.5, 0.9), finetune_steps=2, val_batches=2),
-        prior="sensitivity",
-        refine=0,
-        timeout=600,
-        batch_size=64,
-        progress=False,
-    ).run()
+    result = _sensitivity_run(proxy=ap.ProxyOptions(finetune_epochs=0.0, bn_batches=4), timeout=600)
     note = next(n for n in result.notes if n.startswith("prior: the sensitivity analysis"))
     assert "the uniform prior was used instead" in note
     assert not result.settings["sensitivity"]  # no analysis was kept

@@ -214,20 +214,10 @@ def prepare(
     sens, sens_dict, prior_name = None, None, setup.prior
     if setup.bounds.from_sensitivity or setup.prior == "sensitivity":
         t = time.perf_counter()
-        limit = None
-        if not setup.bounds.from_sensitivity and budget.timeout is not None:
-            limit = SENSITIVITY_SHARE * budget.timeout
-        try:
-            sens = setup.bounds.sensitivity or _analyze(ctx, setup.sensitivity, limit)
-        except TooSlow as slow:
+        sens = _sensitivity(ctx, setup, budget, notes)
+        if sens is None:
             prior_name = resolve_prior("auto", ctx.scheme)
-            notes.append(
-                f"prior: the sensitivity analysis would take {slow} "
-                f"({SENSITIVITY_SHARE:.0%} of the timeout); the {prior_name} prior was used "
-                "instead (fewer sensitivity levels or a longer timeout would allow it)"
-            )
-            ctx.log(notes[-1])
-        if sens is not None:
+        else:
             if setup.bounds.from_sensitivity:
                 units = sensitivity_bounds(ctx, units, sens, setup.sensitivity)
             sens_dict = sens.to_dict()
@@ -285,6 +275,29 @@ def _shape_references(
             + f" shapes (offsets within +-{width_for(references):g})"
         )
     return references
+
+
+def _sensitivity(
+    ctx: RunContext, setup: SearchSetup, budget: TimeBudget, notes: list[str]
+) -> Sensitivity | None:
+    """The analysis the setup gives, else one run here; None (with a note) when one run
+    only for the prior would take more than ``SENSITIVITY_SHARE`` of the timeout."""
+    if setup.bounds.sensitivity is not None:
+        return setup.bounds.sensitivity
+    limit = None
+    if not setup.bounds.from_sensitivity and budget.timeout is not None:
+        limit = SENSITIVITY_SHARE * budget.timeout
+    try:
+        return _analyze(ctx, setup.sensitivity, limit)
+    except TooSlow as slow:
+        notes.append(
+            f"prior: the sensitivity analysis would take {slow} "
+            f"({SENSITIVITY_SHARE:.0%} of the timeout); the "
+            f"{resolve_prior('auto', ctx.scheme)} prior was used instead (fewer "
+            "sensitivity levels or a longer timeout would allow it)"
+        )
+        ctx.log(notes[-1])
+        return None
 
 
 def _analyze(

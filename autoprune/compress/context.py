@@ -184,11 +184,24 @@ class TimeBudget:
         deadline = self.deadline
         return math.inf if deadline is None else max(0.0, deadline - self.clock())
 
+    def longest(self) -> float:
+        """Seconds the slowest recovery took (this run's, else the calibration's; else 0)."""
+        spent = self.timed or self.calibrated
+        return max(spent, default=0.0)
+
     def fits(self, recoveries: int = 1, extra: float = 0.0) -> bool:
         """Whether ``recoveries`` more recoveries, after ``extra`` seconds of other work,
-        fit before the deadline."""
+        fit before the deadline.
+
+        The next recovery is counted at the :meth:`longest` one's time and the others at
+        the :meth:`estimate`: recoveries of less pruned plans, or on a loaded machine, take
+        longer than the mean, and a run must not start one that would end past its timeout.
+        """
         deadline = self.deadline
-        return deadline is None or self.clock() + extra + recoveries * self.estimate() <= deadline
+        if deadline is None or recoveries <= 0:
+            return deadline is None or self.clock() + extra <= deadline
+        need = self.longest() + (recoveries - 1) * self.estimate()
+        return self.clock() + extra + need <= deadline
 
     def reserve(self, refining: bool) -> float:
         """Seconds the trials leave for recovering a finalist and, when ``refining``, one

@@ -32,6 +32,19 @@ def test_fits_counts_recoveries_up_to_the_deadline():
     assert TimeBudget(0.0, None, clock=clock).fits(1000)
 
 
+def test_fits_counts_the_next_recovery_at_the_slowest_so_far():
+    # the mean is 180 s, but one took 230 s: at 900 - 200 s left, a 180-s recovery would
+    # fit and a 230-s one would not (a densenet run once ended 65 s past its timeout so)
+    budget = TimeBudget(0.0, 900.0, clock=Clock(700.0))
+    for seconds in (150.0, 160.0, 230.0, 180.0):
+        budget.record(seconds)
+    assert budget.estimate() == 180.0 and budget.longest() == 230.0
+    assert not budget.fits()
+    budget.clock = Clock(600.0)
+    assert budget.fits() and not budget.fits(2)  # 600 + 230 <= 900 < 600 + 230 + 180
+    assert budget.fits(0) and TimeBudget(0.0, 900.0).longest() == 0.0
+
+
 def test_reserve_keeps_one_or_two_recoveries_at_most_35_percent():
     budget = TimeBudget(0.0, 1000.0, calibrated=[100.0], clock=Clock(0.0))
     assert budget.reserve(refining=False) == 100.0

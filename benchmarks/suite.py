@@ -313,7 +313,9 @@ class Task:
         recovery = counted(self.settings)
         return recovery.recover(model, scheme, self.loaders, self.x, seed=0)
 
-    def row(self, name: str, model: nn.Module, start: float, **extra) -> Row:
+    def row(self, name: str, model: nn.Module, start: float, found: bool, **extra) -> Row:
+        """``found``: whether the row found a compressed model that keeps eps (a row that
+        returns the original keeps eps trivially, and is not feasible)."""
         value, macs, size = measure(self.task, self.original, model, self.x, self.settings)
         drop = self.drop(model)
         return Row(
@@ -323,7 +325,7 @@ class Task:
             value=value,
             val_drop=drop,
             test_acc=ap.evaluate(model, self.loaders.test).accuracy,
-            feasible=drop <= self.settings.eps,
+            feasible=found and drop <= self.settings.eps,
             macs=macs,
             size=size,
             minutes=(time.perf_counter() - start) / 60,
@@ -349,6 +351,7 @@ class Task:
             name,
             chosen,
             start,
+            found=best is not None,
             recoveries=Counted.count,
             trials=0,
             ratio=ratio,
@@ -410,6 +413,7 @@ class Task:
             name,
             result.model,
             start,
+            found=result.feasible,
             recoveries=Counted.count,
             trials=trials,
             spearman=result.agreement.spearman,
@@ -429,7 +433,7 @@ class Task:
     def dense(self, log) -> Row:
         start, Counted.count = time.perf_counter(), 0
         model = self.recover(self.original, ap.FilterPrune(0.0))
-        return self.row("dense", model, start, recoveries=Counted.count, trials=0)
+        return self.row("dense", model, start, found=True, recoveries=Counted.count, trials=0)
 
     def run(self, name: str, log) -> Row:
         return {

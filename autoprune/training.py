@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from . import _checks
 from ._masking import apply_masks
+from ._threads import ThreadPicker
 from .errors import ConfigError
 
 
@@ -198,26 +199,33 @@ def train(
     done = start
     last = float("nan")
     bar = tqdm(total=stop - start, desc=desc, disable=not progress, leave=False)
-    while done < stop:
-        for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            loss = loss_fn(model(x), y)
-            if extra_loss is not None:
-                loss = loss + extra_loss(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            apply_masks(model)
-            if after_step is not None:
-                after_step(model)
-            last = loss.item()
-            done += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{last:.3f}", refresh=False)
-            if done >= stop:
-                break
+    # on a CPU shared with other processes, fewer threads may train faster (see _threads;
+    # with one thread to start from, it only counts steps)
+    picker = ThreadPicker(torch.get_num_threads() if device.type == "cpu" else 1)
+    try:
+        while done < stop:
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                loss = loss_fn(model(x), y)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                apply_masks(model)
+                if after_step is not None:
+                    after_step(model)
+                last = loss.item()
+                done += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{last:.3f}", refresh=False)
+                picker.step_done()
+                if done >= stop:
+                    break
+    finally:
+        picker.close()
     bar.close()
     model.eval()
     return TrainResult(last, done - start, time.perf_counter() - began)

@@ -2,16 +2,18 @@
 
 PyTorch splits each CPU operation over ``torch.get_num_threads()`` threads and waits for
 the slowest of them. When another process keeps a core busy, one thread waits for its
-turn and every operation waits with it: on 2 cores beside one busy process, a one-epoch
-recovery of the suite's ResNet-10 took 4.4x as long with 2 threads as on a quiet
-machine, where one thread would have taken about 1.7x. A search run against a timeout
-then fits a quarter of its recoveries, and its result depends on the machine's load.
+turn and every operation waits with it: on 2 cores beside one busy process, a
+calibration step of the benchmark suite's ResNet-10 (proxy and one-epoch recovery) took
+4.3x as long with 2 threads as on the quiet machine, and a training step took 0.66 s on
+2 threads against 0.28 s on 1. A search run against a timeout then fits a quarter of its
+recoveries, and its result depends on the machine's load.
 
 :class:`ThreadPicker` times a few of the loop's steps at the configured thread count and
 at fewer threads, trains on whichever ran fastest (fewer only when at least ``margin``
 times faster), and measures again every ``every`` seconds, so a load that comes or goes
 is followed. Steps shorter than ``min_step`` are never probed: small models train as they
-would without it (and bit-for-bit the same).
+would without it (and bit-for-bit the same). Evaluation and BatchNorm recalibration run
+on the count the last training loop chose while its choice stands (:func:`as_chosen`).
 
     >>> times = iter([0.0, 0.5, 1.5, 2.5, 2.6, 2.7, 2.8])  # a fake clock, a step each
     >>> used = []
@@ -28,7 +30,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import torch
@@ -124,3 +127,24 @@ class ThreadPicker:
     def close(self) -> None:
         """Restore the configured thread count."""
         self._use(self.configured)
+
+
+@contextmanager
+def as_chosen() -> Iterator[int]:
+    """Run a block (an evaluation, a BatchNorm recalibration) on the thread count the last
+    training loop chose, while that choice stands; yields the count.
+
+    >>> with as_chosen() as threads:
+    ...     threads == torch.get_num_threads()
+    True
+    """
+    configured = torch.get_num_threads()
+    chosen, until = ThreadPicker.decided.get(configured, (configured, 0.0))
+    if chosen == configured or time.perf_counter() >= until:
+        yield configured
+        return
+    torch.set_num_threads(chosen)
+    try:
+        yield chosen
+    finally:
+        torch.set_num_threads(configured)

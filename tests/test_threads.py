@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from autoprune import train
+from autoprune import evaluate, recalibrate_bn, train
 from autoprune._threads import ThreadPicker
 from autoprune.data import digits
 from autoprune.models import create_model
@@ -106,3 +106,21 @@ def test_train_runs_on_the_chosen_count_and_restores_the_configured_one():
         after_step=lambda m: seen.append(torch.get_num_threads()),
     )
     assert seen == [1, 1, 1] and torch.get_num_threads() == threads
+
+
+def test_evaluation_and_bn_recalibration_follow_training_s_choice_while_it_stands():
+    data = digits()
+    model = create_model("small_cnn", data.num_classes, data.input_shape, width=4)
+    threads = torch.get_num_threads()
+    if threads < 2:
+        pytest.skip("needs 2 CPU threads")
+    seen = []
+    model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    loader = data.loaders(batch_size=64).val
+    ThreadPicker.decided[threads] = (1, float("inf"))
+    evaluate(model, loader, max_batches=1)
+    recalibrate_bn(model, loader, batches=1)
+    assert seen == [1, 1] and torch.get_num_threads() == threads
+    ThreadPicker.decided[threads] = (1, 0.0)  # a choice that no longer stands
+    evaluate(model, loader, max_batches=1)
+    assert seen[-1] == threads

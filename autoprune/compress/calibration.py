@@ -175,12 +175,12 @@ def _step(
 
 def _report(ctx: RunContext, out: Calibration) -> None:
     if out.held is None:
-        ctx.log("calibration: no uniform plan held eps; the search threshold stays at eps")
+        ctx.log("calibration: no plan held eps; the search threshold stays at eps")
         return
     best = next(r for r in out.records if r.level == out.held)
     broken = first_broken_above(out.records, out.held)
     ctx.log(
-        f"calibration: search threshold tau = {out.tau:.4f} (the uniform plan at level "
+        f"calibration: search threshold tau = {out.tau:.4f} (the prior's plan at level "
         f"{out.held:.3f} holds eps with proxy drop {best.proxy_drop:.4f}"
         + (f"; the next above it broke eps at {broken.proxy_drop:.4f})" if broken else ")")
     )

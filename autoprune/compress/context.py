@@ -189,19 +189,20 @@ class TimeBudget:
         spent = self.timed or self.calibrated
         return max(spent, default=0.0)
 
-    def fits(self, recoveries: int = 1, extra: float = 0.0) -> bool:
-        """Whether ``recoveries`` more recoveries, after ``extra`` seconds of other work,
-        fit before the deadline.
+    def need(self, recoveries: int = 1) -> float:
+        """Seconds :meth:`fits` counts for ``recoveries`` more: the next at the
+        :meth:`longest` one's time, the others at the :meth:`estimate`. Recoveries of less
+        pruned plans, or on a loaded machine, take longer than the mean, and a run must not
+        start one that would end past its timeout."""
+        if recoveries <= 0:
+            return 0.0
+        return self.longest() + (recoveries - 1) * self.estimate()
 
-        The next recovery is counted at the :meth:`longest` one's time and the others at
-        the :meth:`estimate`: recoveries of less pruned plans, or on a loaded machine, take
-        longer than the mean, and a run must not start one that would end past its timeout.
-        """
+    def fits(self, recoveries: int = 1, extra: float = 0.0) -> bool:
+        """Whether ``recoveries`` more recoveries (:meth:`need`), after ``extra`` seconds of
+        other work, fit before the deadline."""
         deadline = self.deadline
-        if deadline is None or recoveries <= 0:
-            return deadline is None or self.clock() + extra <= deadline
-        need = self.longest() + (recoveries - 1) * self.estimate()
-        return self.clock() + extra + need <= deadline
+        return deadline is None or self.clock() + extra + self.need(recoveries) <= deadline
 
     def reserve(self, refining: bool) -> float:
         """Seconds the trials leave for recovering a finalist and, when ``refining``, one

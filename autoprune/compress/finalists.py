@@ -219,7 +219,7 @@ def recover_finalists(
         elif tried and finalists.fallback and not budget.fits(need):
             ctx.log(
                 f"{attempt.label} is not recovered: the time left is less than about "
-                f"{need} recoveries' worth ({budget.estimate():.0f} s each)"
+                f"{need} recoveries' worth (about {budget.need(need):.0f} s)"
             )
             continue
         else:

@@ -99,8 +99,8 @@ def refine_plan(
             break
         if not budget.fits():
             ctx.log(
-                f"refine: stopped after {k} step(s); another recovery (about "
-                f"{budget.estimate():.0f} s) would pass the timeout"
+                f"refine: stopped after {k} step(s); another recovery (up to about "
+                f"{budget.need():.0f} s, as the slowest so far) would pass the timeout"
             )
             break
         sparsities = space.from_params({**params, "level": mid})

@@ -428,7 +428,7 @@ def too_short(
     return (
         f"{MIN_TRIALS} trials and their second rung (about {trials:.0f} s), a finalist's "
         f"recovery{' and a refinement step' if refining else ''} (about "
-        f"{recoveries * budget.estimate():.0f} s) would not fit the "
+        f"{budget.need(recoveries):.0f} s) would not fit the "
         f"{left:.0f} s left"
     )
 

@@ -39,6 +39,7 @@ def test_fits_counts_the_next_recovery_at_the_slowest_so_far():
     for seconds in (150.0, 160.0, 230.0, 180.0):
         budget.record(seconds)
     assert budget.estimate() == 180.0 and budget.longest() == 230.0
+    assert budget.need(2) == 410.0 and budget.need(0) == 0.0
     assert not budget.fits()
     budget.clock = Clock(600.0)
     assert budget.fits() and not budget.fits(2)  # 600 + 230 <= 900 < 600 + 230 + 180

@@ -75,7 +75,8 @@ the other one that knows how layers differ, for free (uniform where the scheme h
 ranking). In the benchmark suite the global ranking's bisection beat uniform's by 8% in
 geometric mean over four nets (+32% on the ResNet-10, -6% on the DenseNet), and a run
 whose analysis fits on a quiet machine and not on a busy one should not fall to the
-weaker one."""
+weaker one. As a fallback in 15-minute runs it was a wash (docs/benchmarks.md: +7% on
+the DenseNet, -10% on the MobileNet)."""
 
 
 def resolve_prior(prior: str, scheme: Scheme | None) -> str:

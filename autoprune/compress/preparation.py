@@ -69,14 +69,12 @@ def layer_prune(scheme: Scheme | None) -> Prune | None:
 
 PRIORS = ("auto", "uniform", "global", "sensitivity")
 SENSITIVITY_SHARE = 0.25  # of the timeout, for an analysis that only makes the prior
-FALLBACK_PRIOR = "global"
-"""The prior a sensitivity prior gives way to when its analysis would not fit the timeout:
-the other one that knows how layers differ, for free (uniform where the scheme has no
-ranking). In the benchmark suite the global ranking's bisection beat uniform's by 8% in
-geometric mean over four nets (+32% on the ResNet-10, -6% on the DenseNet), and a run
-whose analysis fits on a quiet machine and not on a busy one should not fall to the
-weaker one. As a fallback in 15-minute runs it was a wash (docs/benchmarks.md: +7% on
-the DenseNet, -10% on the MobileNet)."""
+FALLBACK_PRIOR = "uniform"
+"""The prior a sensitivity prior gives way to when its analysis would not fit the timeout.
+The global ranking's was tried in its place (it beat uniform's bisection by 8% in the
+benchmark suite's geometric mean) and lost as a fallback in 15-minute runs: +7% on the
+DenseNet, -10% on the MobileNet, and -18% on the ResNet-10 beside a busy process
+(2.172x against 2.663x; docs/benchmarks.md)."""
 
 
 def resolve_prior(prior: str, scheme: Scheme | None) -> str:

@@ -147,7 +147,8 @@ def test_a_finalist_that_broke_at_the_target_cost_bounds_the_refinement():
     calibration = [LevelRecord(0.25, 0.25, 0.0, True), LevelRecord(0.75, 0.7, 0.03, False)]
     prior = space.uniform_params(0.25)  # the calibrated plan: the prior's shape
     assert broken_levels(calibration, space, prior) == [(0.75, 0.03)]
-    assert broken_levels(calibration, space, prior, target_broke=0.02) == [(0.75, 0.03), (0.5, 0.02)]
+    both = [(0.75, 0.03), (0.5, 0.02)]
+    assert broken_levels(calibration, space, prior, target_broke=0.02) == both
     # another shape: the levels at which it costs what the broken plans cost, same drops
     offsets = {"offset_000": 0.3, "offset_001": -0.2, "offset_002": 0.1}
     level = space.projection.level(offsets)

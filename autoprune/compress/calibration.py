@@ -2,9 +2,7 @@
 
 The proxy accuracy of a candidate underestimates what recovery achieves, more so the more
 is pruned. A bisection over uniform levels finds the most pruned uniform plan that keeps
-eps after real fine-tuning (once a plan has held and one above it has broken, each step
-goes where the line between their recovered drops reaches eps, not halfway:
-:func:`~.records.interpolate_level`); the search's threshold ``tau`` lies halfway between that
+eps after real fine-tuning; the search's threshold ``tau`` lies halfway between that
 plan's proxy drop and the proxy drop of the first uniform plan above it that broke eps
 (:func:`threshold`).
 
@@ -27,7 +25,6 @@ from .context import RunContext, TimeBudget
 from .options import CalibrationOptions, ProxyOptions
 from .proxy import ProxyScorer
 from .records import LevelRecord, first_broken_above
-from .refinement import next_level
 from .space import SearchSpace, mean_sparsity, operator_of, plan_key
 
 
@@ -104,7 +101,6 @@ def calibrate(
     """Bisect uniform plans with real fine-tuning (see the module docstring)."""
     cheap = calibration_recovery(ctx.recovery, options, proxy)
     lo, hi = start_level(ctx, space), 1.0
-    drops: tuple[float | None, float | None] = (None, None)  # recovered at lo and hi
     out = Calibration(tau=ctx.eps)
     end = None if budget.timeout is None else budget.timeout - budget.tail
     for k in range(options.steps):
@@ -118,15 +114,15 @@ def calibrate(
                     + (f"{options.share:g} of the timeout" if held else "the timeout (none held)")
                 )
                 break
-        mid = next_level(lo, hi, 1.0, drops, ctx.eps)
+        mid = round((lo + hi) / 2, 6)
         record, model = _step(ctx, space, scorer, cheap, mid, k, options.steps)
         out.records.append(record)
         if record.holds:
-            lo, out.held, drops = mid, mid, (record.drop, drops[1])
+            lo, out.held = mid, mid
             if cheap is ctx.recovery:  # the real recovery: keep it for the finalists
                 out.recovered[plan_key(space.from_params(space.uniform_params(mid)))] = model
         else:
-            hi, drops = mid, (drops[0], record.drop)
+            hi = mid
     out.tau = threshold(out.records, ctx.eps, options.threshold)
     _report(ctx, out)
     return out

@@ -140,11 +140,10 @@ class _Session:
     notes: list[str] = field(default_factory=list)  # what the run's result says of its stages
 
 
-def _study_broke(ctx: RunContext, outcome: Outcome) -> float | None:
-    """The lowest drop of the study's trials that were recovered and broke eps (in the
-    shape space, plans at the target cost); None: none broke."""
-    drops = [got.drop for a, got in outcome.tried if a.number is not None and got.drop > ctx.eps]
-    return min(drops) if drops else None
+def _study_broke(ctx: RunContext, outcome: Outcome) -> bool:
+    """Whether a trial of the study was recovered and broke eps (in the shape space, a
+    plan at the target cost)."""
+    return any(a.number is not None and got.drop > ctx.eps for a, got in outcome.tried)
 
 
 def _proxy_drop(scorer: ProxyScorer, sparsities: Mapping[str, float]) -> float | None:
@@ -519,7 +518,6 @@ class Compressor:
                     ),
                     self.refine,
                     proxy=lambda sparsities: _proxy_drop(session.scorer, sparsities),
-                    drop=outcome.recovered.drop,
                 )
             notes += refinement.notes(chosen.label, params)
         compressed, after_val = self._compressed(ctx, outcome, refinement)

@@ -93,16 +93,10 @@ def searched_levels(held: float | None, broken: float | None) -> tuple[float, fl
     return (round(max(0.0, held - 0.15), 6), round(min(1.0, top), 6))
 
 
-def shape_target(
-    held: float | None,
-    broken: float | None,
-    records: Sequence[LevelRecord],
-    eps: float | None = None,
-) -> float:
-    """The shape space's target level: the next level the calibration would try, above
-    the most pruned level that ``held`` eps and below the first above it that broke
-    (``broken``; where the line between their recovered drops in ``records`` reaches
-    ``eps``, when given); with none held, halfway below the least pruned that broke (a
+def shape_target(held: float | None, broken: float | None, records: Sequence[LevelRecord]) -> float:
+    """The shape space's target level: the next level the calibration's bisection would
+    try, above the most pruned level that ``held`` eps and below the first above it that
+    broke (``broken``); with none held, halfway below the least pruned that broke (a
     plan known to break is no target); without a calibration, 0.5.
 
     >>> shape_target(0.25, 0.5, []), shape_target(None, None, [])
@@ -112,9 +106,7 @@ def shape_target(
     0.25
     """
     if held:
-        drops = {r.level: r.drop for r in records}
-        ends = (drops.get(held), drops.get(broken) if broken is not None else None)
-        return next_level(held, broken, 1.0, ends, eps)
+        return next_level(held, broken, 1.0)
     below = first_broken_above(records, 0.0)
     return next_level(0.0, below.level, 1.0) if below is not None else 0.5
 
@@ -258,7 +250,7 @@ def prepare(
     target = None
     references: dict[str, dict[str, float]] = {}
     if setup.space == "shape":  # the cost every trial matches: the bisection's next level
-        target = shape_target(held, broken.level if broken else None, records, ctx.eps)
+        target = shape_target(held, broken.level if broken else None, records)
         warm = [target]
         references = _shape_references(ctx, space, target)
     preparation = Preparation(

@@ -69,35 +69,6 @@ def first_broken_above(records: Sequence[LevelRecord], level: float) -> LevelRec
     return min(above, key=lambda r: r.level) if above else None
 
 
-KEEP = 0.2
-"""How far from either end of a bracket an interpolated level stays, as a fraction of it:
-each step then shrinks the bracket by at least this much, however noisy the drops."""
-
-
-def interpolate_level(lo: float, lo_drop: float, hi: float, hi_drop: float, eps: float) -> float:
-    """The level between ``lo`` (which held eps with recovered drop ``lo_drop``) and ``hi``
-    (which broke it with ``hi_drop``) where the straight line between the two drops
-    reaches ``eps`` (regula falsi), at least :data:`KEEP` of the bracket from either end;
-    the midpoint when the drops do not rise.
-
-    A recovered drop grows faster than linearly with the level, so the line crosses eps
-    a little below the real edge: the step usually holds and lands near the edge, where a
-    bisection's step lands halfway whatever the drops say.
-
-    >>> interpolate_level(0.25, 0.002, 0.5, 0.018, eps=0.01)
-    0.375
-    >>> interpolate_level(0.25, 0.002, 0.5, 0.0115, eps=0.01)  # at most 80% of the way
-    0.45
-    >>> interpolate_level(0.25, 0.009, 0.5, 0.04, eps=0.01)  # at least 20% of the way
-    0.3
-    """
-    width = hi - lo
-    if hi_drop <= lo_drop:
-        return round(lo + width / 2, 6)
-    t = (eps - lo_drop) / (hi_drop - lo_drop)
-    return round(lo + min(1.0 - KEEP, max(KEEP, t)) * width, 6)
-
-
 @dataclass(frozen=True)
 class Preparation:
     """What a run settles before its trials (stored with the study as ``prepared``).

@@ -2,15 +2,12 @@
 
 The chosen plan's global ``level`` is raised with its per-unit offsets kept, each step
 recovered for real and kept only when it holds eps. With a level above known to break
-eps (a calibration plan, or an earlier step), a step goes towards it; without one, it
+eps (a calibration plan, or an earlier step), a step bisects towards it; without one, it
 goes a quarter of the way to the top of the searched range (the drop grows steeply near
 the top, so a step halfway there easily overshoots).
 
     >>> next_level(0.5, None, top=1.0), next_level(0.5, 0.7, top=1.0)
     (0.625, 0.6)
-
-With the recovered drops of both ends known, the step goes where the line between them
-reaches eps instead of halfway (regula falsi, :func:`~.records.interpolate_level`).
 """
 
 from __future__ import annotations
@@ -21,31 +18,14 @@ from dataclasses import dataclass, field
 
 from .context import RunContext, TimeBudget
 from .finalists import Recovered, recover_plan
-from .records import LevelRecord, interpolate_level
+from .records import LevelRecord
 from .space import SearchSpace, mean_sparsity
 
 
-def next_level(
-    lo: float,
-    hi: float | None,
-    top: float,
-    drops: tuple[float | None, float | None] = (None, None),
-    eps: float | None = None,
-) -> float:
-    """The next level to try above ``lo``: between it and ``hi`` (the lowest level known
-    to break), where the line between their recovered ``drops`` reaches ``eps`` when
-    both are known (:func:`~.records.interpolate_level`), else halfway; a quarter of the
-    way to ``top`` without ``hi``.
-
-    >>> next_level(0.25, 0.5, 1.0), next_level(0.25, 0.5, 1.0, drops=(0.002, 0.018), eps=0.01)
-    (0.375, 0.375)
-    """
-    if hi is None:
-        return round(lo + (top - lo) / 4, 6)
-    lo_drop, hi_drop = drops
-    if lo_drop is None or hi_drop is None or eps is None:
-        return round((lo + hi) / 2, 6)
-    return interpolate_level(lo, lo_drop, hi, hi_drop, eps)
+def next_level(lo: float, hi: float | None, top: float) -> float:
+    """The next level to try above ``lo``: halfway to ``hi`` (the lowest level known to
+    break), or a quarter of the way to ``top`` without one."""
+    return round((lo + hi) / 2 if hi is not None else lo + (top - lo) / 4, 6)
 
 
 @dataclass
@@ -99,24 +79,22 @@ def refine_plan(
     budget: TimeBudget,
     space: SearchSpace,
     params: Mapping[str, float],
-    broken: Sequence[tuple[float, float | None]],
+    broken: Sequence[float],
     steps: int,
     proxy: Callable[[Mapping[str, float]], float | None] | None = None,
-    drop: float | None = None,
 ) -> Refinement:
     """Raise the level of the plan with search-space parameters ``params``, at most
     ``steps`` times, while a recovery still fits the time left (see the module
-    docstring); ``broken``: ``(level, recovered drop or None)`` of plans of the same
-    shape known to break eps; ``drop``: the plan's own recovered drop.
+    docstring); ``broken``: levels of the same shape known to break eps.
     ``proxy(sparsities) -> proxy drop``, when given, scores each step's plan too, so that
     the run can say how well its proxy ranks what recovery achieves."""
-    lo, lo_drop = float(params["level"]), drop
-    above = [b for b in broken if b[0] > lo]
-    hi, hi_drop = min(above, key=lambda b: b[0]) if above else (None, None)
+    lo = float(params["level"])
+    above = [level for level in broken if level > lo]
+    hi = min(above) if above else None
     top = max(space.level_range[1], min(1.0, lo + 0.1))
     out = Refinement()
     for k in range(steps):
-        mid = next_level(lo, hi, top, (lo_drop, hi_drop), ctx.eps)
+        mid = next_level(lo, hi, top)
         if mid - lo < 1e-3:
             break
         if not budget.fits():
@@ -148,7 +126,7 @@ def refine_plan(
             f"{got.describe(ctx.deployment.dtype)}: {'holds' if ok else 'breaks'} eps"
         )
         if ok:
-            lo, lo_drop, out.best = mid, got.drop, got
+            lo, out.best = mid, got
         else:
-            hi, hi_drop = mid, got.drop
+            hi = mid
     return out

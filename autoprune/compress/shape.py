@@ -348,26 +348,23 @@ def broken_levels(
     calibration: Sequence[LevelRecord],
     space: SearchSpace,
     params: Mapping[str, float],
-    target_broke: float | None = None,
-) -> list[tuple[float, float | None]]:
-    """Levels of the plan ``params`` taken to break eps, for its refinement, each with
-    its recovered drop: the calibration's that broke; for another shape than the prior's
-    (the shape space), the levels at which that shape costs what those plans cost (with
-    their drops). ``target_broke``: the drop of a study's finalist that broke eps (a plan
-    at the target cost, the best shape the second rung found there), so the target cost
-    is taken to break this plan too.
+    target_broke: bool = False,
+) -> list[float]:
+    """Levels of the plan ``params`` taken to break eps, for its refinement: the
+    calibration's that broke; for another shape than the prior's (the shape space), the
+    levels at which that shape costs what those plans cost. ``target_broke``: a study's
+    finalist (a plan at the target cost, the best shape the second rung found there)
+    broke eps, so the target cost is taken to break this plan too.
 
     >>> from autoprune.compress.space import SearchSpace, Unit
     >>> space = SearchSpace([Unit("a", 10), Unit("b", 10)], "shape")
     >>> space.projection = Projection(space, lambda s: 1.0 - (s["a"] + s["b"]) / 2, 0.5)
     >>> broken = [LevelRecord(0.75, 0.75, 0.02, False), LevelRecord(0.25, 0.25, 0.0, True)]
     >>> params = space.uniform_params(0.25)
-    >>> broken_levels(broken, space, params), broken_levels(broken, space, params, 0.03)
-    ([(0.75, 0.02)], [(0.75, 0.02), (0.5, 0.03)])
+    >>> broken_levels(broken, space, params), broken_levels(broken, space, params, True)
+    ([0.75], [0.75, 0.5])
     """
-    levels: list[tuple[float, float | None]] = [
-        (r.level, r.drop) for r in calibration if not r.holds
-    ]
+    levels = [r.level for r in calibration if not r.holds]
     offsets = {k: params[k] for k in space.offset_keys()}
     projection = space.projection
     if projection is None:
@@ -376,12 +373,10 @@ def broken_levels(
     if shaped:
         zero = projection.zero()
         levels = [
-            (projection.level(offsets, projection.cost({**zero, "level": lv})), drop)
-            for lv, drop in levels
+            projection.level(offsets, projection.cost({**zero, "level": lv})) for lv in levels
         ]
-    if target_broke is not None:
-        level = projection.level(offsets) if shaped else projection.target_level
-        levels.append((level, target_broke))
+    if target_broke:
+        levels.append(projection.level(offsets) if shaped else projection.target_level)
     return levels
 
 

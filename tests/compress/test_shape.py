@@ -146,18 +146,16 @@ def test_a_finalist_that_broke_at_the_target_cost_bounds_the_refinement():
     space.projection = Projection(space, cost, target_level=0.5)
     calibration = [LevelRecord(0.25, 0.25, 0.0, True), LevelRecord(0.75, 0.7, 0.03, False)]
     prior = space.uniform_params(0.25)  # the calibrated plan: the prior's shape
-    assert broken_levels(calibration, space, prior) == [(0.75, 0.03)]
-    both = [(0.75, 0.03), (0.5, 0.02)]
-    assert broken_levels(calibration, space, prior, target_broke=0.02) == both
-    # another shape: the levels at which it costs what the broken plans cost, same drops
+    assert broken_levels(calibration, space, prior) == [0.75]
+    assert broken_levels(calibration, space, prior, target_broke=True) == [0.75, 0.5]
+    # another shape: the levels at which it costs what the broken plans cost
     offsets = {"offset_000": 0.3, "offset_001": -0.2, "offset_002": 0.1}
     level = space.projection.level(offsets)
-    shaped = broken_levels(calibration, space, {**offsets, "level": level}, target_broke=0.02)
-    assert shaped[0][0] > level and shaped[1][0] == level  # its own cost: not above it
-    assert [drop for _, drop in shaped] == [0.03, 0.02]
+    shaped = broken_levels(calibration, space, {**offsets, "level": level}, target_broke=True)
+    assert shaped[0] > level and shaped[1] == level  # its own cost: not above it
     # no projection (another space): the calibration's alone
     plain = SearchSpace(UNITS, "offsets")
-    assert broken_levels(calibration, plain, plain.uniform_params(0.25), 0.02) == [(0.75, 0.03)]
+    assert broken_levels(calibration, plain, plain.uniform_params(0.25), True) == [0.75]
 
 
 def test_a_trial_lasts_what_the_study_s_trials_took_else_the_calibration_s_proxy():

@@ -80,7 +80,7 @@ def test_settings_key_changes_with_what_a_row_does(suite):
     assert S(space="offsets").key("autoprune") != S().key("autoprune")
 
 
-def test_searched_rows_are_keyed_by_the_package_s_code_and_the_load(suite, monkeypatch):
+def test_searched_rows_are_keyed_by_the_package_s_code_the_load_and_the_seed(suite, monkeypatch):
     S = suite.Settings
     before = {row: S().key(row) for row in suite.ROWS}
     monkeypatch.setattr(suite, "source_hash", lambda: "changed")
@@ -88,6 +88,8 @@ def test_searched_rows_are_keyed_by_the_package_s_code_and_the_load(suite, monke
         assert (S().key(row) != before[row]) == (row in suite.SEARCHED)
     for row in suite.ROWS:  # the load test has its own searched rows, the same baselines
         assert (S(load=1).key(row) != S().key(row)) == (row in suite.SEARCHED)
+        assert (S(seed=1).key(row) != S().key(row)) == (row in suite.SEARCHED)
+    assert S(seed=1).key() != S(load=1).key()
 
 
 def test_the_load_runs_beside_the_block_and_stops_with_it(suite):

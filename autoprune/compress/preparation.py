@@ -77,6 +77,17 @@ DenseNet, -10% on the MobileNet, and -18% on the ResNet-10 beside a busy process
 (2.172x against 2.663x; docs/benchmarks.md)."""
 
 
+def prior_used(prior: str, preparation: Preparation) -> str:
+    """The prior a run used: the resolved ``prior``, or :data:`FALLBACK_PRIOR` where a
+    sensitivity prior's analysis did not fit (its ``preparation`` then holds none).
+
+    >>> prepared = Preparation(units=[], tau=0.01, warm=[])
+    >>> prior_used("sensitivity", prepared), prior_used("global", prepared)
+    ('uniform', 'global')
+    """
+    return FALLBACK_PRIOR if prior == "sensitivity" and not preparation.sensitivity else prior
+
+
 def resolve_prior(prior: str, scheme: Scheme | None) -> str:
     """``"auto"``: a global magnitude ranking for unstructured pruning, else uniform."""
     if prior != "auto":

@@ -22,6 +22,7 @@ from .._backends import describe_device
 from ..deployment import Deployment
 from ..models import model_spec
 from ..objectives import deployment_of
+from .preparation import prior_used
 from .records import LevelRecord, Preparation
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ class RunSettings:
             (:meth:`~autoprune.deployment.Deployment.to_dict`).
         eps, relative, sampler, space, prior, bounds, units, n_trials, timeout, seed:
             as given (``units`` with their final ranges).
+        prior_used: the prior the run used: ``prior``, or the fallback where a
+            sensitivity analysis for the prior would not have fitted the timeout.
         options: the proxy, calibration and sensitivity options.
         tau, level_range: the search's threshold and sampled level range.
         target_level: in the shape space, the prior's level whose cost every trial has.
@@ -107,6 +110,7 @@ class RunSettings:
     sampler: str = "tpe"
     space: str = "offsets"
     prior: str = "uniform"
+    prior_used: str = ""
     bounds: Any = None
     units: list[dict[str, Any]] = field(default_factory=list)
     n_trials: int | None = None
@@ -214,6 +218,7 @@ def run_settings(
         sampler=c.sampler,
         space=c.space,
         prior=c.prior,
+        prior_used=prior_used(c.prior, prep),
         bounds=c.bounds.setting(),
         units=[asdict(u) for u in prep.units],
         n_trials=c.budget.n_trials,

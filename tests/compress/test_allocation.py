@@ -69,6 +69,7 @@ def _sensitivity_run(**kwargs):
 def test_a_search_with_the_sensitivity_prior_calibrates_along_it():
     result = _sensitivity_run()
     assert result.settings["prior"] == "sensitivity" and "sensitivity" in result.phases
+    assert result.settings["prior_used"] == "sensitivity"
     assert result.settings["sensitivity"]  # the analysis is stored with the run
     # a calibration plan is not uniform: the prior spread its level
     first = next(t for t in result.trials if t["warm_start"] is not None)
@@ -106,6 +107,8 @@ def test_a_sensitivity_prior_that_would_not_fit_the_timeout_gives_way_to_uniform
     result = _sensitivity_run(proxy=ap.ProxyOptions(finetune_epochs=0.0, bn_batches=4), timeout=600)
     note = next(n for n in result.notes if n.startswith("prior: the sensitivity analysis"))
     assert "the uniform prior was used instead" in note
+    assert result.settings["prior"] == "sensitivity"  # as given
+    assert result.settings["prior_used"] == "uniform"
     assert not result.settings["sensitivity"]  # no analysis was kept
     first = next(t for t in result.trials if t["warm_start"] is not None)
     assert len(set(first["sparsities"].values())) == 1  # uniform: one sparsity for all

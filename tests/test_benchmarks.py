@@ -104,3 +104,36 @@ def test_the_load_runs_beside_the_block_and_stops_with_it(suite):
             time.sleep(1.0)  # it spins (a sleeping process would gain no ticks)
             assert cpu_ticks(spinning[0].pid) - first >= 0.1 * os.sysconf("SC_CLK_TCK")
     assert spinning[0].poll() is not None  # stopped with the block
+
+
+@pytest.fixture(scope="module")
+def step_policy():
+    spec = importlib.util.spec_from_file_location(
+        "step_policy", os.path.join(BENCHMARKS, "step_policy.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["step_policy"] = module  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("step_policy", None)
+
+
+def test_without_noise_a_bisection_closes_in_on_the_edge_and_regula_falsi_faster(step_policy):
+    curve = step_policy.Curve()
+    edge = curve.edge(0.01)
+    for steps in (3, 5, 8):
+        bisect = step_policy.simulate("bisect", steps, curve, 0.01, 0.0, runs=1)
+        assert 1 - 2**-steps / edge <= bisect.mean <= 1.0 and bisect.sd == 0
+        assert bisect.lucky == 0  # no noise: nothing holds past the edge
+        falsi = step_policy.simulate("falsi", steps, curve, 0.01, 0.0, runs=1)
+        assert bisect.mean <= falsi.mean <= 1.0
+
+
+def test_noise_spreads_the_result_and_lets_plans_past_the_edge_hold(step_policy):
+    curve = step_policy.Curve()
+    noisy = step_policy.simulate("bisect", 5, curve, 0.01, 0.0022, runs=2000)
+    assert 0.03 < noisy.sd < 0.2 and 0.1 < noisy.lucky < 0.7
+    careful = step_policy.simulate("falsi_margin", 5, curve, 0.01, 0.0022, runs=2000)
+    assert careful.lucky < noisy.lucky  # aiming under eps: fewer plans hold by luck

@@ -69,23 +69,40 @@ def layer_prune(scheme: Scheme | None) -> Prune | None:
 
 PRIORS = ("auto", "uniform", "global", "sensitivity")
 SENSITIVITY_SHARE = 0.25  # of the timeout, for an analysis that only makes the prior
-FALLBACK_PRIOR = "uniform"
-"""The prior a sensitivity prior gives way to when its analysis would not fit the timeout.
-The global ranking's was tried in its place (it beat uniform's bisection by 8% in the
-benchmark suite's geometric mean) and lost as a fallback in 15-minute runs: +7% on the
-DenseNet, -10% on the MobileNet, and -18% on the ResNet-10 beside a busy process
-(2.172x against 2.663x; docs/benchmarks.md)."""
 
 
-def prior_used(prior: str, preparation: Preparation) -> str:
-    """The prior a run used: the resolved ``prior``, or :data:`FALLBACK_PRIOR` where a
+def fallback_prior(scheme: Scheme | None) -> str:
+    """The prior a sensitivity prior gives way to when its analysis would not fit the
+    timeout: the scheme's ``"auto"`` prior (:func:`resolve_prior`), a global magnitude
+    ranking for unstructured pruning, else uniform.
+
+    Both halves are measured in the benchmark suite's 15-minute runs (docs/benchmarks.md).
+    Channels: the global ranking's prior lost to uniform as the fallback (+7% on the
+    DenseNet, -10% on the MobileNet, -18% on the ResNet-10 beside a busy process).
+    Weights: the ResNet-10's stored size fell back to uniform and reached 4.92x where
+    ``global_unstructured`` reached 10.88x and uniform's own bisection 5.29x.
+
+        >>> from autoprune.schemes import FilterPrune, Prune
+        >>> fallback_prior(Prune()), fallback_prior(FilterPrune())
+        ('global', 'uniform')
+    """
+    return resolve_prior("auto", scheme)
+
+
+def prior_used(prior: str, preparation: Preparation, scheme: Scheme | None) -> str:
+    """The prior a run used: the resolved ``prior``, or :func:`fallback_prior` where a
     sensitivity prior's analysis did not fit (its ``preparation`` then holds none).
 
-    >>> prepared = Preparation(units=[], tau=0.01, warm=[])
-    >>> prior_used("sensitivity", prepared), prior_used("global", prepared)
-    ('uniform', 'global')
+        >>> from autoprune.schemes import FilterPrune
+        >>> prepared = Preparation(units=[], tau=0.01, warm=[])
+        >>> prior_used("sensitivity", prepared, FilterPrune())
+        'uniform'
+        >>> prior_used("global", prepared, FilterPrune())
+        'global'
     """
-    return FALLBACK_PRIOR if prior == "sensitivity" and not preparation.sensitivity else prior
+    if prior == "sensitivity" and not preparation.sensitivity:
+        return fallback_prior(scheme)
+    return prior
 
 
 def resolve_prior(prior: str, scheme: Scheme | None) -> str:
@@ -224,7 +241,7 @@ def prepare(
 
     A sensitivity analysis run only for the prior (not for bounds) may take at most
     ``SENSITIVITY_SHARE`` of a timeout: when its first unit says it would take longer, it
-    stops there and :data:`FALLBACK_PRIOR` is used instead, with a note.
+    stops there and :func:`fallback_prior` is used instead, with a note.
     """
     phases: dict[str, float] = {}
     notes: list[str] = []
@@ -233,7 +250,7 @@ def prepare(
         t = time.perf_counter()
         sens = _sensitivity(ctx, setup, budget, notes)
         if sens is None:
-            prior_name = FALLBACK_PRIOR
+            prior_name = fallback_prior(ctx.scheme)
         else:
             if setup.bounds.from_sensitivity:
                 units = sensitivity_bounds(ctx, units, sens, setup.sensitivity)
@@ -310,7 +327,7 @@ def _sensitivity(
         notes.append(
             f"prior: the sensitivity analysis would take {slow} "
             f"({SENSITIVITY_SHARE:.0%} of the timeout); the "
-            f"{FALLBACK_PRIOR} prior was used instead (fewer "
+            f"{fallback_prior(ctx.scheme)} prior was used instead (fewer "
             "sensitivity levels or a longer timeout would allow it)"
         )
         ctx.log(notes[-1])

@@ -87,8 +87,9 @@ class RunSettings:
             (:meth:`~autoprune.deployment.Deployment.to_dict`).
         eps, relative, sampler, space, prior, bounds, units, n_trials, timeout, seed:
             as given (``units`` with their final ranges).
-        prior_used: the prior the run used: ``prior``, or the fallback where a
-            sensitivity analysis for the prior would not have fitted the timeout.
+        prior_used: the prior the run used: ``prior``, or the scheme's ``"auto"`` prior
+            where a sensitivity analysis for the prior would not have fitted the timeout
+            (:func:`~autoprune.compress.preparation.fallback_prior`).
         options: the proxy, calibration and sensitivity options.
         tau, level_range: the search's threshold and sampled level range.
         target_level: in the shape space, the prior's level whose cost every trial has.
@@ -218,7 +219,7 @@ def run_settings(
         sampler=c.sampler,
         space=c.space,
         prior=c.prior,
-        prior_used=prior_used(c.prior, prep),
+        prior_used=prior_used(c.prior, prep, c.scheme),
         bounds=c.bounds.setting(),
         units=[asdict(u) for u in prep.units],
         n_trials=c.budget.n_trials,

@@ -98,18 +98,25 @@ def test_an_analysis_stops_after_its_first_unit_when_it_would_pass_its_limit():
 
 
 @pytest.mark.slow
-def test_a_sensitivity_prior_that_would_not_fit_the_timeout_gives_way_to_uniform(
-    monkeypatch,
+@pytest.mark.parametrize(
+    "scheme, fallback", [(ap.FilterPrune(), "uniform"), (ap.Prune(), "global")], ids=str
+)
+def test_a_sensitivity_prior_that_would_not_fit_the_timeout_gives_way_to_auto(
+    monkeypatch, scheme, fallback
 ):
     # an analysis only for the prior may take a share of the timeout; past it, the run
-    # goes on with the uniform prior and says so
+    # goes on with the scheme's auto prior (uniform for channels, global for weights)
+    # and says so
     monkeypatch.setattr("autoprune.compress.preparation.SENSITIVITY_SHARE", 1e-6)
-    result = _sensitivity_run(proxy=ap.ProxyOptions(finetune_epochs=0.0, bn_batches=4), timeout=600)
+    result = _sensitivity_run(
+        scheme=scheme, proxy=ap.ProxyOptions(finetune_epochs=0.0, bn_batches=4), timeout=600
+    )
     note = next(n for n in result.notes if n.startswith("prior: the sensitivity analysis"))
-    assert "the uniform prior was used instead" in note
+    assert f"the {fallback} prior was used instead" in note
     assert result.settings["prior"] == "sensitivity"  # as given
-    assert result.settings["prior_used"] == "uniform"
+    assert result.settings["prior_used"] == fallback
     assert not result.settings["sensitivity"]  # no analysis was kept
     first = next(t for t in result.trials if t["warm_start"] is not None)
-    assert len(set(first["sparsities"].values())) == 1  # uniform: one sparsity for all
+    # uniform: one sparsity for all units; global: the magnitude ranking's spread
+    assert (len(set(first["sparsities"].values())) == 1) is (fallback == "uniform")
     assert result.feasible

@@ -89,7 +89,7 @@ class SensitivityOptions:
 
 class TooSlow(Exception):
     """An analysis that would pass its time ``limit``: ``projected`` seconds in all, as
-    its first unit's time projects."""
+    its first evaluation's time projects."""
 
     def __init__(self, projected: float, limit: float) -> None:
         super().__init__(f"about {projected:.0f} s, over the {limit:.0f} s it may take")
@@ -188,8 +188,9 @@ def analyze(
         options: levels, BatchNorm batches, fine-tuning and validation batches
             (:class:`SensitivityOptions`).
         accuracy: ``f(model, loader) -> float`` instead of top-1 accuracy.
-        limit: seconds the analysis may take: when its first unit's time, times the
-            number of units, passes it, :class:`TooSlow` is raised then (None: no limit).
+        limit: seconds the analysis may take: when its first evaluation's time, times
+            the number of evaluations (units times levels), passes it, :class:`TooSlow`
+            is raised then (None: no limit).
     """
     options = options or SensitivityOptions()
     accuracy = accuracy or (lambda m, loader: evaluate(m, loader).accuracy)
@@ -200,16 +201,10 @@ def analyze(
     sizes = scheme.units(copy.deepcopy(model), example_input)
     levels = list(options.levels)
     table: dict[str, list[float]] = {}
-    bar = tqdm(
-        total=len(sizes) * len(levels), desc="sensitivity", disable=not progress, leave=False
-    )
+    total = len(sizes) * len(levels)
+    bar = tqdm(total=total, desc="sensitivity", disable=not progress, leave=False)
     start = time.perf_counter()
     for unit in sizes:
-        if limit is not None and len(table) == 1:
-            projected = (time.perf_counter() - start) * len(sizes)
-            if projected > limit:
-                bar.close()
-                raise TooSlow(projected, limit)
         row = []
         for level in levels:
             pruned = scheme.with_sparsities({unit: level})
@@ -225,6 +220,11 @@ def analyze(
             )
             row.append(float(accuracy(candidate, val_data)))
             bar.update(1)
+            if limit is not None and not table and len(row) == 1 and total > 1:
+                projected = (time.perf_counter() - start) * total
+                if projected > limit:  # decided on the first evaluation: little is spent
+                    bar.close()
+                    raise TooSlow(projected, limit)
         table[unit] = row
         if log is not None:
             log(

@@ -77,11 +77,16 @@ def test_a_search_with_the_sensitivity_prior_calibrates_along_it():
     assert result.feasible and result.after["macs"] < result.before["macs"]
 
 
-def test_an_analysis_stops_after_its_first_unit_when_it_would_pass_its_limit():
+def test_an_analysis_stops_after_its_first_evaluation_when_it_would_pass_its_limit():
     data = ap.load_data("digits", seed=0)
     model = ap.create_model("mlp", data.num_classes, data.input_shape, hidden=(32, 16))
-    options = ap.SensitivityOptions(levels=(0.5,), bn_batches=1, finetune_steps=1)
-    units = []
+    options = ap.SensitivityOptions(levels=(0.5, 0.75), bn_batches=1, finetune_steps=1)
+    calls, units = [], []
+
+    def accuracy(m, loader):
+        calls.append(m)
+        return ap.evaluate(m, loader).accuracy
+
     with pytest.raises(TooSlow, match=r"about \d+ s, over the 0 s it may take") as slow:
         analyze(
             model,
@@ -89,10 +94,12 @@ def test_an_analysis_stops_after_its_first_unit_when_it_would_pass_its_limit():
             data.loaders(64),
             data.example_input(),
             options,
+            accuracy=accuracy,
             limit=0.0,
             log=units.append,
         )
-    assert len(units) == 1 and slow.value.projected > 0  # one unit measured, then stopped
+    # the base and one pruned copy evaluated, then stopped: no unit finished
+    assert len(calls) == 2 and units == [] and slow.value.projected > 0
     whole = analyze(model, ap.Prune(), data.loaders(64), data.example_input(), options, limit=60.0)
     assert sorted(whole.accuracy) == ["fc1", "fc2"]
 

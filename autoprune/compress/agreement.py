@@ -49,9 +49,18 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
 
 @dataclass
 class Agreement:
-    """The pairs of a run, and their rank correlation."""
+    """The pairs of a run, and their rank correlation. ``studied``: whether a study ran;
+    without one the proxy chose no plan, and the recoveries after the study's place are
+    not scored by it (its time goes to recoveries).
+
+    >>> print(Agreement([Pair("a", 0.01, 0.002)], studied=False).describe())
+    ... # doctest: +NORMALIZE_WHITESPACE
+    proxy agreement: not measured: no study ran, so the proxy chose no plan (1 plan
+    recovered for real was scored by it)
+    """
 
     pairs: list[Pair] = field(default_factory=list)
+    studied: bool = True
 
     @property
     def spearman(self) -> float | None:
@@ -60,20 +69,33 @@ class Agreement:
     def describe(self) -> str:
         """One line for the summary and the report."""
         rho, n = self.spearman, len(self.pairs)
+        if not self.studied and rho is None:
+            return (
+                "proxy agreement: not measured: no study ran, so the proxy chose no plan "
+                f"({n} plan{'' if n == 1 else 's'} recovered for real "
+                f"{'was' if n == 1 else 'were'} scored by it)"
+            )
         if rho is None:
             return (
                 f"proxy agreement: {n} plan(s) recovered for real, too few (or too alike) "
                 "to rank the proxy against"
             )
         trust = "" if rho >= 0.5 else "; the proxy ranks plans poorly here"
+        if not self.studied:
+            trust += "; no study ran, so the proxy chose no plan"
         return (
             f"proxy agreement: Spearman {rho:.2f} between proxy and recovered drops over "
             f"{n} plans{trust}"
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spearman": self.spearman, "pairs": [asdict(p) for p in self.pairs]}
+        return {
+            "spearman": self.spearman,
+            "pairs": [asdict(p) for p in self.pairs],
+            "studied": self.studied,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Agreement:
-        return cls([Pair(**p) for p in (data or {}).get("pairs", [])])
+        data = data or {}
+        return cls([Pair(**p) for p in data.get("pairs", [])], bool(data.get("studied", True)))

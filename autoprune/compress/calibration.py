@@ -6,6 +6,11 @@ eps after real fine-tuning; the search's threshold ``tau`` lies halfway between 
 plan's proxy drop and the proxy drop of the first uniform plan above it that broke eps
 (:func:`threshold`).
 
+The proxy scorings are there for the study (its threshold, the time a trial takes). When
+a plan has held and the study is found not to fit whatever the calibration does next
+(``study_room``, :func:`~autoprune.compress.shape.room_for_study` in the shape space),
+the remaining steps skip them: about a third of a recovery each, given to recoveries.
+
     >>> held = LevelRecord(0.5, 0.45, 0.004, True, proxy_drop=0.02)
     >>> broke = LevelRecord(0.75, 0.7, 0.03, False, proxy_drop=0.08)
     >>> threshold([held, broke], eps=0.01)
@@ -15,7 +20,7 @@ plan's proxy drop and the proxy drop of the first uniform plan above it that bro
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -38,12 +43,14 @@ class Calibration:
         held: the most pruned level that held eps (None: none did).
         recovered: the recovered models of plans that held, by plan key, when the
             calibration's recovery was the run's own (they are then reused).
+        unscored: why the proxy stopped scoring the steps (None: it scored them all).
     """
 
     tau: float
     records: list[LevelRecord] = field(default_factory=list)
     held: float | None = None
     recovered: dict[tuple, nn.Module] = field(default_factory=dict)
+    unscored: str | None = None
 
     @property
     def levels(self) -> list[float]:
@@ -97,8 +104,11 @@ def calibrate(
     options: CalibrationOptions,
     proxy: ProxyOptions,
     budget: TimeBudget,
+    study_room: Callable[[Sequence[LevelRecord]], str | None] | None = None,
 ) -> Calibration:
-    """Bisect uniform plans with real fine-tuning (see the module docstring)."""
+    """Bisect uniform plans with real fine-tuning (see the module docstring).
+    ``study_room(records) -> reason``: why no study could follow, once a plan has held
+    (None: one still could); from then on the steps skip the proxy."""
     cheap = calibration_recovery(ctx.recovery, options, proxy)
     lo, hi = start_level(ctx, space), 1.0
     out = Calibration(tau=ctx.eps)
@@ -114,8 +124,16 @@ def calibrate(
                     + (f"{options.share:g} of the timeout" if held else "the timeout (none held)")
                 )
                 break
+        if study_room is not None and out.held is not None and out.unscored is None:
+            out.unscored = study_room(out.records)
+            if out.unscored is not None:
+                ctx.log(
+                    f"calibration: no study: {out.unscored}; the remaining steps skip the "
+                    "proxy (it would choose nothing)"
+                )
         mid = round((lo + hi) / 2, 6)
-        record, model = _step(ctx, space, scorer, cheap, mid, k, options.steps)
+        judge = scorer if out.unscored is None else None
+        record, model = _step(ctx, space, judge, cheap, mid, k, options.steps)
         out.records.append(record)
         if record.holds:
             lo, out.held = mid, mid
@@ -131,7 +149,7 @@ def calibrate(
 def _step(
     ctx: RunContext,
     space: SearchSpace,
-    scorer: ProxyScorer,
+    scorer: ProxyScorer | None,
     recovery: Recovery,
     level: float,
     k: int,
@@ -139,7 +157,7 @@ def _step(
 ) -> tuple[LevelRecord, nn.Module]:
     t_step = time.perf_counter()
     sparsities = space.from_params(space.uniform_params(level))
-    proxy = scorer(sparsities)
+    proxy = scorer(sparsities).drop if scorer is not None else None
     t_rec = time.perf_counter()
     model = recovery.recover(
         ctx.original,
@@ -156,7 +174,9 @@ def _step(
     ctx.log(
         f"calibration {k + 1}/{steps}: {'level' if space.prior else 'uniform level'} "
         f"{level:.3f} "
-        f"(mean sparsity {mean:.3f}): proxy drop {proxy.drop:+.4f}, after "
+        f"(mean sparsity {mean:.3f}): "
+        + (f"proxy drop {proxy:+.4f}, " if proxy is not None else "")
+        + "after "
         f"{getattr(recovery, 'epochs', 0):g} epoch(s) of fine-tuning drop {drop:+.4f}: "
         f"{'holds' if ok else 'breaks'} eps"
     )
@@ -166,7 +186,7 @@ def _step(
         drop=drop,
         holds=ok,
         val_accuracy=acc,
-        proxy_drop=proxy.drop,
+        proxy_drop=proxy,
         recovery_seconds=t_rec,
         seconds=time.perf_counter() - t_step,
     )
@@ -179,6 +199,9 @@ def _report(ctx: RunContext, out: Calibration) -> None:
         return
     best = next(r for r in out.records if r.level == out.held)
     broken = first_broken_above(out.records, out.held)
+    if best.proxy_drop is None or (broken is not None and broken.proxy_drop is None):
+        ctx.log(f"calibration: the prior's plan at level {out.held:.3f} holds eps")
+        return
     ctx.log(
         f"calibration: search threshold tau = {out.tau:.4f} (the prior's plan at level "
         f"{out.held:.3f} holds eps with proxy drop {best.proxy_drop:.4f}"

@@ -29,7 +29,6 @@ The flow (see ``docs/search.md``), one stage each:
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import os
 import socket
@@ -89,10 +88,10 @@ from .shape import (
     anchor,
     broken_levels,
     describe,
-    kept,
     plan_cost,
     ranked_shapes,
     rescored,
+    study_keep,
     too_short,
     trial_seconds,
     width_for,
@@ -154,9 +153,14 @@ def _proxy_drop(scorer: ProxyScorer, sparsities: Mapping[str, float]) -> float |
 
 
 def agreement_of(
-    study: optuna.Study, prep: Preparation, outcome: Outcome, refinement: Refinement
+    study: optuna.Study,
+    prep: Preparation,
+    outcome: Outcome,
+    refinement: Refinement,
+    studied: bool = True,
 ) -> Agreement:
-    """Every plan of the run recovered for real, beside what the proxy said of it."""
+    """Every plan of the run recovered for real and scored by the proxy, beside what the
+    proxy said of it (``studied``: whether a study ran, and so the proxy chose plans)."""
     pairs = [
         Pair(f"calibration level {r.level:.4f}", r.proxy_drop, r.drop)
         for r in prep.calibration
@@ -173,7 +177,7 @@ def agreement_of(
         for r in refinement.records
         if r.proxy_drop is not None
     ]
-    return Agreement(pairs)
+    return Agreement(pairs, studied=studied)
 
 
 def top1(model: nn.Module, loader: Iterable) -> float:
@@ -505,6 +509,7 @@ class Compressor:
         notes = [*session.notes, *found]
         refinement = Refinement()
         chosen = outcome.attempt
+        studied = self._complete(study) > 0
         if outcome.recovered is not None and chosen and chosen.params and self.will_refine:
             with phases.timed("refine"):
                 params = chosen.params
@@ -517,7 +522,8 @@ class Compressor:
                         prep.calibration, space, params, target_broke=_study_broke(ctx, outcome)
                     ),
                     self.refine,
-                    proxy=lambda sparsities: _proxy_drop(session.scorer, sparsities),
+                    # scored only where a study ran: the proxy chose nothing otherwise
+                    proxy=(lambda sp: _proxy_drop(session.scorer, sp)) if studied else None,
                 )
             notes += refinement.notes(chosen.label, params)
         compressed, after_val = self._compressed(ctx, outcome, refinement)
@@ -525,7 +531,7 @@ class Compressor:
         if room is not None:
             notes.append(room)
             self.log(room)
-        agreement = agreement_of(study, prep, outcome, refinement)
+        agreement = agreement_of(study, prep, outcome, refinement, studied)
         ctx.log(agreement.describe())
         with phases.timed("measure"):
             after, final = measure_final(ctx, compressed, session.before, after_val)
@@ -649,6 +655,7 @@ class Compressor:
             proxy=self.proxy,
             calibration=self.calibration,
             sensitivity=self.sensitivity,
+            refine=self.will_refine,
         )
         with session.claims.holding(claim):
             prepared = prepare(ctx, session.units, setup, session.scorer, session.budget)
@@ -698,13 +705,11 @@ class Compressor:
             n_trials = sum(map(space.warm_level, prep.warm)) + len(prep.references)
             if n_trials == 0:
                 return
-        keep = (
-            functools.partial(kept, references=len(prep.references))
-            if shape and self.proxy.finetune_epochs > 0
-            else None
-        )
+        keep = study_keep(self.proxy, len(prep.references)) if shape else None
         if shape and prep.held is not None:  # a study too short to rank shapes costs refining
             why = too_short(budget, trial_seconds(study, prep.calibration), keep, self.will_refine)
+            if why is None and any(r.proxy_drop is None for r in prep.calibration):
+                why = "the calibration found that none could follow it"
             if why is not None:
                 then = "refined" if self.will_refine else "returned"
                 session.notes.append(f"no study: {why}; the calibrated plan is {then} instead")

@@ -13,8 +13,9 @@ resumed study searches the same space.
 from __future__ import annotations
 
 import copy
+import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -30,7 +31,14 @@ from .proxy import ProxyScorer
 from .records import LevelRecord, Preparation, first_broken_above
 from .refinement import next_level
 from .sensitivity import Sensitivity, SensitivityOptions, TooSlow, analyze
-from .shape import Projection, plan_cost, reference_shapes, width_for
+from .shape import (
+    Projection,
+    plan_cost,
+    reference_shapes,
+    room_for_study,
+    study_keep,
+    width_for,
+)
 from .space import SearchSpace, Unit, operator_of
 
 
@@ -45,6 +53,7 @@ class SearchSetup:
     proxy: ProxyOptions
     calibration: CalibrationOptions
     sensitivity: SensitivityOptions
+    refine: bool = True  # whether the run refines its result (the study leaves it time)
 
 
 @dataclass
@@ -265,7 +274,10 @@ def prepare(
     calibration = None
     if setup.calibration.active:
         t = time.perf_counter()
-        calibration = calibrate(ctx, space, scorer, setup.calibration, setup.proxy, budget)
+        room = _study_room(ctx, space, setup, budget)
+        calibration = calibrate(
+            ctx, space, scorer, setup.calibration, setup.proxy, budget, study_room=room
+        )
         phases["calibration"] = time.perf_counter() - t
         tau, warm, records = calibration.tau, calibration.levels, calibration.records
     else:
@@ -293,6 +305,18 @@ def prepare(
         references=references,
     )
     return Prepared(preparation, phases, calibration, notes)
+
+
+def _study_room(
+    ctx: RunContext, space: SearchSpace, setup: SearchSetup, budget: TimeBudget
+) -> Callable[[Sequence[LevelRecord]], str | None] | None:
+    """In the shape space with a timeout, why no study could follow the calibration so
+    far (:func:`~autoprune.compress.shape.room_for_study`); None elsewhere, where the
+    study always runs and the calibration's proxy drops set its threshold."""
+    if setup.space != "shape" or budget.timeout is None:
+        return None
+    keep = study_keep(setup.proxy, len(alternatives(ctx, space.units, space.prior)))
+    return functools.partial(room_for_study, budget, keep=keep, refining=setup.refine)
 
 
 def _shape_references(

@@ -31,7 +31,8 @@ class LevelRecord:
         holds: whether ``drop <= eps``.
         val_accuracy: the recovered model's validation accuracy.
         proxy_drop: the plan's proxy drop (calibration plans; refinement steps, scored
-            after the fact).
+            after the fact); None when the proxy did not score it (no study could use
+            it: :func:`~autoprune.compress.shape.room_for_study`).
         recovery_seconds: the recovery's own duration; ``seconds``: the whole step's.
     """
 

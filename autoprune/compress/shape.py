@@ -382,19 +382,70 @@ def broken_levels(
 
 def trial_seconds(study: optuna.Study, calibration: Sequence[LevelRecord]) -> float | None:
     """How long one trial takes: the mean of the study's complete trials, else of the
-    calibration's proxy scorings (a step's time less its recovery's); None: unknown."""
+    calibration's proxy scorings (:func:`scoring_seconds`); None: unknown."""
     done = [
         float(t.user_attrs["seconds"])
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if t.user_attrs.get("seconds")
     ]
-    if not done:
-        done = [
-            r.seconds - r.recovery_seconds
-            for r in calibration
-            if r.recovery_seconds is not None and r.seconds > r.recovery_seconds
-        ]
+    return sum(done) / len(done) if done else scoring_seconds(calibration)
+
+
+def scoring_seconds(calibration: Sequence[LevelRecord]) -> float | None:
+    """The mean time the calibration's proxy scorings took (a step's time less its
+    recovery's, over the steps the proxy scored); None: none timed.
+
+    >>> scored = LevelRecord(0.5, 0.45, 0.004, True, proxy_drop=0.02, recovery_seconds=60,
+    ...                      seconds=75)
+    >>> unscored = LevelRecord(0.6, 0.54, 0.006, True, recovery_seconds=60, seconds=62)
+    >>> scoring_seconds([scored, unscored]), scoring_seconds([unscored])
+    (15.0, None)
+    """
+    done = [
+        r.seconds - r.recovery_seconds
+        for r in calibration
+        if r.proxy_drop is not None
+        and r.recovery_seconds is not None
+        and r.seconds > r.recovery_seconds
+    ]
     return sum(done) / len(done) if done else None
+
+
+def study_keep(proxy: ProxyOptions, references: int) -> Callable[[int], float] | None:
+    """The time a shape study keeps for its second rung (:func:`kept`, with this many
+    ``references``), or None when the proxy has no fine-tuning to lengthen."""
+    return functools.partial(kept, references=references) if proxy.finetune_epochs > 0 else None
+
+
+def room_for_study(
+    budget: TimeBudget,
+    calibration: Sequence[LevelRecord],
+    keep: Callable[[int], float] | None,
+    refining: bool,
+) -> str | None:
+    """:func:`too_short` asked during the calibration, as if it ended now: its recoveries
+    so far time a recovery, its proxy scorings a trial. A reason means no study can
+    follow this calibration, whatever its remaining steps do (they only take time), so
+    its proxy scorings are no longer worth their time.
+
+    >>> budget = TimeBudget(start=0.0, timeout=900.0, clock=lambda: 300.0)
+    >>> step = LevelRecord(0.5, 0.45, 0.004, True, proxy_drop=0.02, recovery_seconds=100,
+    ...                    seconds=137)
+    >>> print(room_for_study(budget, [step], None, refining=True))  # 4 * 37 + 2 * 100
+    None
+    >>> print(room_for_study(budget, [step], functools.partial(kept, references=1), True))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    4 trials and their second rung (about 481 s), a finalist's recovery and a
+    refinement step (about 200 s) would not fit the 600 s left
+    """
+    probe = TimeBudget(
+        budget.start,
+        budget.timeout,
+        calibrated=[r.recovery_seconds for r in calibration if r.recovery_seconds is not None],
+        clock=budget.clock,
+        tail=budget.tail,
+    )
+    return too_short(probe, scoring_seconds(calibration), keep, refining)
 
 
 def too_short(

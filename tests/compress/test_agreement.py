@@ -23,3 +23,15 @@ def test_agreement_says_when_the_proxy_ranks_poorly_and_round_trips():
     again = Agreement.from_dict(json.loads(json.dumps(bad.to_dict())))
     assert again == bad and again.spearman == bad.spearman
     assert Agreement.from_dict(None) == Agreement()
+
+
+def test_an_agreement_without_a_study_says_the_proxy_chose_nothing_and_round_trips():
+    unused = Agreement([Pair("calibration level 0.5000", 0.02, 0.004)], studied=False)
+    assert unused.describe().startswith("proxy agreement: not measured: no study ran")
+    assert "1 plan recovered for real was scored by it" in unused.describe()
+    ranked = Agreement([Pair(f"p{i}", i / 100, i / 200) for i in range(4)], studied=False)
+    assert "Spearman 1.00" in ranked.describe() and "proxy chose no plan" in ranked.describe()
+    again = Agreement.from_dict(json.loads(json.dumps(unused.to_dict())))
+    assert again == unused and not again.studied
+    # results saved before the field existed read as before: every plan was scored
+    assert Agreement.from_dict({"pairs": []}).studied

@@ -662,6 +662,14 @@ def test_the_shape_space_skips_a_study_too_short_to_rank_shapes(trained, data, m
     steps = result.settings["refinement"]
     assert len(recovery.plans) == len(calibration) + len(steps) and len(steps) == 1
     assert steps[0]["level"] > held  # the calibrated plan's level raised
+    # once a plan held, no study could follow: the proxy, which would choose nothing,
+    # scores no more plans (its time goes to recoveries), and the agreement says so
+    first = next(k for k, c in enumerate(calibration) if c["holds"])
+    assert all(c["proxy_drop"] is not None for c in calibration[: first + 1])
+    assert all(c["proxy_drop"] is None for c in calibration[first + 1 :])
+    assert steps[0]["proxy_drop"] is None
+    assert not result.agreement.studied
+    assert result.agreement.describe().startswith("proxy agreement: not measured: no study")
 
 
 def test_the_shape_space_takes_one_objective(trained, data):

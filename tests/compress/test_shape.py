@@ -161,9 +161,11 @@ def test_a_finalist_that_broke_at_the_target_cost_bounds_the_refinement():
 def test_a_trial_lasts_what_the_study_s_trials_took_else_the_calibration_s_proxy():
     study = optuna.create_study()
     calibration = [
-        LevelRecord(0.5, 0.5, 0.02, False, recovery_seconds=50.0, seconds=58.0),
-        LevelRecord(0.25, 0.25, 0.0, True, recovery_seconds=50.0, seconds=62.0),
-        LevelRecord(0.1, 0.1, 0.0, True),  # no recovery timed: no proxy time either
+        LevelRecord(0.5, 0.5, 0.02, False, 0.9, 0.04, recovery_seconds=50.0, seconds=58.0),
+        LevelRecord(0.25, 0.25, 0.0, True, 0.9, 0.02, recovery_seconds=50.0, seconds=62.0),
+        LevelRecord(0.1, 0.1, 0.0, True, proxy_drop=0.01),  # no recovery timed: no proxy time
+        # not scored by the proxy (no study could follow): its time is the recovery's
+        LevelRecord(0.2, 0.2, 0.0, True, recovery_seconds=50.0, seconds=51.0),
     ]
     assert trial_seconds(study, calibration) == 10.0
     assert trial_seconds(study, []) is None

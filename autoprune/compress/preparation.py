@@ -250,7 +250,8 @@ def prepare(
 
     A sensitivity analysis run only for the prior (not for bounds) may take at most
     ``SENSITIVITY_SHARE`` of a timeout: when its first evaluation says it would take
-    longer, it stops there and :func:`fallback_prior` is used instead, with a note.
+    far longer, or its first unit that it would take longer, it stops there and
+    :func:`fallback_prior` is used instead, with a note.
     """
     phases: dict[str, float] = {}
     notes: list[str] = []

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -77,7 +79,9 @@ def test_a_search_with_the_sensitivity_prior_calibrates_along_it():
     assert result.feasible and result.after["macs"] < result.before["macs"]
 
 
-def test_an_analysis_stops_after_its_first_evaluation_when_it_would_pass_its_limit():
+def test_an_analysis_stops_after_its_first_evaluation_when_it_would_pass_its_limit(
+    monkeypatch,
+):
     data = ap.load_data("digits", seed=0)
     model = ap.create_model("mlp", data.num_classes, data.input_shape, hidden=(32, 16))
     options = ap.SensitivityOptions(levels=(0.5, 0.75), bn_batches=1, finetune_steps=1)
@@ -100,6 +104,21 @@ def test_an_analysis_stops_after_its_first_evaluation_when_it_would_pass_its_lim
         )
     # the base and one pruned copy evaluated, then stopped: no unit finished
     assert len(calls) == 2 and units == [] and slow.value.projected > 0
+    # a closer call (here: the first evaluation given any margin) waits for a whole unit
+    monkeypatch.setattr("autoprune.compress.sensitivity.FIRST_MARGIN", math.inf)
+    calls.clear()
+    with pytest.raises(TooSlow):
+        analyze(
+            model,
+            ap.Prune(),
+            data.loaders(64),
+            data.example_input(),
+            options,
+            accuracy=accuracy,
+            limit=0.0,
+            log=units.append,
+        )
+    assert len(calls) == 3 and len(units) == 1  # the base, then the first unit's two levels
     whole = analyze(model, ap.Prune(), data.loaders(64), data.example_input(), options, limit=60.0)
     assert sorted(whole.accuracy) == ["fc1", "fc2"]
 

@@ -91,36 +91,30 @@ def test_an_analysis_stops_after_its_first_evaluation_when_it_would_pass_its_lim
         calls.append(m)
         return ap.evaluate(m, loader).accuracy
 
-    with pytest.raises(TooSlow, match=r"about \d+ s, over the 0 s it may take") as slow:
-        analyze(
+    def run(limit):
+        calls.clear()
+        units.clear()
+        return analyze(
             model,
             ap.Prune(),
             data.loaders(64),
             data.example_input(),
             options,
             accuracy=accuracy,
-            limit=0.0,
+            limit=limit,
             log=units.append,
         )
+
+    with pytest.raises(TooSlow, match=r"about \d+ s, over the 0 s it may take") as slow:
+        run(0.0)
     # the base and one pruned copy evaluated, then stopped: no unit finished
     assert len(calls) == 2 and units == [] and slow.value.projected > 0
     # a closer call (here: the first evaluation given any margin) waits for a whole unit
     monkeypatch.setattr("autoprune.compress.sensitivity.FIRST_MARGIN", math.inf)
-    calls.clear()
     with pytest.raises(TooSlow):
-        analyze(
-            model,
-            ap.Prune(),
-            data.loaders(64),
-            data.example_input(),
-            options,
-            accuracy=accuracy,
-            limit=0.0,
-            log=units.append,
-        )
+        run(0.0)
     assert len(calls) == 3 and len(units) == 1  # the base, then the first unit's two levels
-    whole = analyze(model, ap.Prune(), data.loaders(64), data.example_input(), options, limit=60.0)
-    assert sorted(whole.accuracy) == ["fc1", "fc2"]
+    assert sorted(run(60.0).accuracy) == ["fc1", "fc2"]
 
 
 @pytest.mark.slow

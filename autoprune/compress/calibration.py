@@ -60,22 +60,26 @@ class Calibration:
 def threshold(records: Sequence[LevelRecord], eps: float, rule: str = "midpoint") -> float:
     """``tau``: halfway from the most pruned held plan's proxy drop to that of the first
     plan above it that broke eps (``rule="held"``: that held plan's proxy drop), and never
-    below eps (eps itself when none held).
+    below eps (eps itself when none held, or when that plan was not scored by the proxy).
 
     >>> held = LevelRecord(0.5, 0.45, 0.004, True, proxy_drop=0.02)
     >>> broke = LevelRecord(0.75, 0.7, 0.03, False, proxy_drop=0.08)
     >>> threshold([held, broke], eps=0.01, rule="held")
     0.02
+    >>> threshold([LevelRecord(0.5, 0.45, 0.004, True), broke], eps=0.01)
+    0.01
     """
     held = [r for r in records if r.holds]
     if not held:
         return eps
     best = max(held, key=lambda r: r.level)
-    best_drop = float(best.proxy_drop or 0.0)
+    if best.proxy_drop is None:  # not scored: no study follows, so no threshold is used
+        return eps
+    best_drop = float(best.proxy_drop)
     if rule == "held":
         return max(eps, best_drop)
     broken = first_broken_above(records, best.level)
-    edge = float(broken.proxy_drop or 0.0) if broken else best_drop
+    edge = best_drop if broken is None or broken.proxy_drop is None else broken.proxy_drop
     return max(eps, best_drop + max(0.0, edge - best_drop) / 2)
 
 

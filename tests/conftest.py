@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 from torch import nn
 
 from autoprune.data import digits
+
+
+def pytest_configure(config):
+    # a run started in the background of a non-interactive shell (``cmd &``) inherits
+    # SIGINT ignored, and so would every process the tests start: the Ctrl-C tests need
+    # it delivered, as in a terminal or CI
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

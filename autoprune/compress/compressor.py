@@ -63,7 +63,14 @@ from .context import (
     loaders_of,
     log_message,
 )
-from .finalists import Candidate, Outcome, recover_finalists, remeasure, select
+from .finalists import (
+    Candidate,
+    Outcome,
+    recover_finalists,
+    remeasure,
+    select,
+    spare_recoveries,
+)
 from .measure import Measurements, measure, measure_final
 from .options import (
     Budget,
@@ -230,7 +237,9 @@ class Compressor:
             calibrated uniform plan (its model is reused), then lower sparsities.
         refine: after a plan holds eps, steps (at most) that raise its global ``level``
             (:mod:`autoprune.compress.refinement`), each recovered for real and kept when
-            it holds; they run while the ``timeout`` allows (0: none).
+            it holds; they run while the ``timeout`` allows (0: none). The finalist
+            recoveries ``max_attempts`` allowed and the run did not spend (the first
+            finalist held, or no study ran) are added to them.
         prior: how the search's global level spreads over units (the allocation prior):
             ``"uniform"`` (the same point of every unit's range), ``"global"`` (as one
             global ranking of weight magnitudes, or of channel scores normalised by their
@@ -511,6 +520,12 @@ class Compressor:
         chosen = outcome.attempt
         studied = self._complete(study) > 0
         if outcome.recovered is not None and chosen and chosen.params and self.will_refine:
+            spare = spare_recoveries(outcome, self.max_attempts)
+            if spare:
+                self.log(
+                    f"refine: up to {self.refine + spare} steps: refine={self.refine}, and "
+                    f"{spare} finalist recoveries of max_attempts={self.max_attempts} unspent"
+                )
             with phases.timed("refine"):
                 params = chosen.params
                 refinement = refine_plan(
@@ -521,7 +536,7 @@ class Compressor:
                     broken_levels(
                         prep.calibration, space, params, target_broke=_study_broke(ctx, outcome)
                     ),
-                    self.refine,
+                    self.refine + spare,
                     # scored only where a study ran: the proxy chose nothing otherwise
                     proxy=(lambda sp: _proxy_drop(session.scorer, sp)) if studied else None,
                 )

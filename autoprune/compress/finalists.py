@@ -186,6 +186,21 @@ class Outcome:
         return self.attempt.number if self.attempt is not None else None
 
 
+def spare_recoveries(outcome: Outcome, max_attempts: int) -> int:
+    """The finalist recoveries that ``max_attempts`` allowed and the finalists left unspent:
+    ``max_attempts - 1`` (one attempt is the calibrated plan's, whose model is reused),
+    less those recovered. The refinement spends them, so that none is left unused when
+    the first finalist holds or no study ran, and the run never recovers more plans than
+    ``max_attempts + refine``.
+
+    >>> spare_recoveries(Outcome(), max_attempts=2)  # nothing recovered: no study ran
+    1
+    >>> spare_recoveries(Outcome(), max_attempts=1)
+    0
+    """
+    return max(0, max_attempts - 1 - len(outcome.tried))
+
+
 def recover_finalists(
     ctx: RunContext,
     budget: TimeBudget,

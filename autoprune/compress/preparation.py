@@ -272,10 +272,12 @@ def prepare(
     elif prior_name == "sensitivity" and sens is not None:
         prior = sensitivity_prior(ctx, units, sens)
     space = SearchSpace(units, setup.space, prior=prior)
+    # the allocations the shape space's study scores beside the prior (ranked once)
+    others = alternatives(ctx, space.units, space.prior) if setup.space == "shape" else {}
     calibration = None
     if setup.calibration.active:
         t = time.perf_counter()
-        room = _study_room(ctx, space, setup, budget)
+        room = _study_room(setup, budget, len(others))
         calibration = calibrate(
             ctx, space, scorer, setup.calibration, setup.proxy, budget, study_room=room
         )
@@ -293,7 +295,7 @@ def prepare(
     if setup.space == "shape":  # the cost every trial matches: the bisection's next level
         target = shape_target(held, broken.level if broken else None, records)
         warm = [target]
-        references = _shape_references(ctx, space, target)
+        references = _shape_references(ctx, space, target, others)
     preparation = Preparation(
         units=units,
         tau=tau,
@@ -309,24 +311,26 @@ def prepare(
 
 
 def _study_room(
-    ctx: RunContext, space: SearchSpace, setup: SearchSetup, budget: TimeBudget
+    setup: SearchSetup, budget: TimeBudget, references: int
 ) -> Callable[[Sequence[LevelRecord]], str | None] | None:
     """In the shape space with a timeout, why no study could follow the calibration so
-    far (:func:`~autoprune.compress.shape.room_for_study`); None elsewhere, where the
-    study always runs and the calibration's proxy drops set its threshold."""
+    far (:func:`~autoprune.compress.shape.room_for_study`), for a study that also scores
+    ``references`` reference shapes; None elsewhere, where the study always runs and the
+    calibration's proxy drops set its threshold."""
     if setup.space != "shape" or budget.timeout is None:
         return None
-    keep = study_keep(setup.proxy, len(alternatives(ctx, space.units, space.prior)))
+    keep = study_keep(setup.proxy, references)
     return functools.partial(room_for_study, budget, keep=keep, refining=setup.refine)
 
 
 def _shape_references(
-    ctx: RunContext, space: SearchSpace, target: float
+    ctx: RunContext, space: SearchSpace, target: float, others: dict[str, dict[str, list[float]]]
 ) -> dict[str, dict[str, float]]:
-    """The shape space's reference shapes at the cost of the prior's plan at ``target``."""
+    """The shape space's reference shapes, of the ``others`` allocations
+    (:func:`alternatives`), at the cost of the prior's plan at ``target``."""
     ctx.log(f"shape: every trial costs what the prior's plan at level {target:.4f} costs")
     projection = Projection(space, plan_cost(ctx), target)
-    references = reference_shapes(space, projection, alternatives(ctx, space.units, space.prior))
+    references = reference_shapes(space, projection, others)
     if references:
         ctx.log(
             "shape: the study also scores the "

@@ -104,6 +104,35 @@ class TooSlow(Exception):
 
 
 @dataclass
+class _Pace:
+    """An analysis's pace against its time ``limit`` (None: none), over ``total``
+    evaluations, from its start."""
+
+    limit: float | None
+    total: int
+    start: float = field(default_factory=time.perf_counter)
+
+    def check(self, done: int, margin: float = 1.0) -> None:
+        """Raise :class:`TooSlow` when the time of the first ``done`` evaluations, times
+        the number of evaluations, projects past ``margin`` times the limit (never on the
+        last evaluation: there is nothing left to save).
+
+        >>> _Pace(limit=1e9, total=8).check(1)
+        >>> _Pace(limit=0.0, total=8, start=time.perf_counter() - 1).check(4)
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        autoprune.compress.sensitivity.TooSlow: about ... s, over the 0 s it may take
+        >>> _Pace(limit=0.0, total=8, start=time.perf_counter() - 1).check(8)
+        """
+        if self.limit is None or done >= self.total:
+            return
+        projected = (time.perf_counter() - self.start) * self.total / done
+        if projected > margin * self.limit:
+            raise TooSlow(projected, self.limit)
+
+
+@dataclass
 class Sensitivity:
     """Accuracy of the model with one unit pruned at each level.
 
@@ -209,44 +238,34 @@ def analyze(
     sizes = scheme.units(copy.deepcopy(model), example_input)
     levels = list(options.levels)
     table: dict[str, list[float]] = {}
-    total = len(sizes) * len(levels)
-    bar = tqdm(total=total, desc="sensitivity", disable=not progress, leave=False)
-    start = time.perf_counter()
-    for unit in sizes:
-        row = []
-        for level in levels:
-            pruned = scheme.with_sparsities({unit: level})
-            candidate, _, _ = pruned_copy(model, pruned, example_input)
-            quick_tune(
-                candidate,
-                loaders.train,
-                bn_batches=options.bn_batches,
-                steps=options.finetune_steps,
-                lr=options.finetune_lr,
-                seed=seed,
-                desc="sensitivity",
-            )
-            row.append(float(accuracy(candidate, val_data)))
-            bar.update(1)
-            if limit is not None and not table and len(row) == 1 and total > 1:
-                # a hopeless analysis stops on its first evaluation (little spent); that
-                # one runs slower than the mean, so only well past the limit
-                projected = (time.perf_counter() - start) * total
-                if projected > FIRST_MARGIN * limit:
-                    bar.close()
-                    raise TooSlow(projected, limit)
-        table[unit] = row
-        if log is not None:
-            log(
-                f"sensitivity {unit}: "
-                + " ".join(f"{lv:g}:{base - a:+.3f}" for lv, a in zip(levels, row))
-            )
-        if limit is not None and len(table) == 1 and len(sizes) > 1:
-            projected = (time.perf_counter() - start) * len(sizes)
-            if projected > limit:  # a closer call: decided on the first whole unit
-                bar.close()
-                raise TooSlow(projected, limit)
-    bar.close()
+    pace = _Pace(limit, len(sizes) * len(levels))
+    with tqdm(total=pace.total, desc="sensitivity", disable=not progress, leave=False) as bar:
+        for i, unit in enumerate(sizes):
+            row = []
+            for level in levels:
+                pruned = scheme.with_sparsities({unit: level})
+                candidate, _, _ = pruned_copy(model, pruned, example_input)
+                quick_tune(
+                    candidate,
+                    loaders.train,
+                    bn_batches=options.bn_batches,
+                    steps=options.finetune_steps,
+                    lr=options.finetune_lr,
+                    seed=seed,
+                    desc="sensitivity",
+                )
+                row.append(float(accuracy(candidate, val_data)))
+                bar.update(1)
+                if i == 0 and len(row) == 1:  # a hopeless analysis stops here, little spent
+                    pace.check(1, FIRST_MARGIN)
+            table[unit] = row
+            if log is not None:
+                log(
+                    f"sensitivity {unit}: "
+                    + " ".join(f"{lv:g}:{base - a:+.3f}" for lv, a in zip(levels, row))
+                )
+            if i == 0:  # a closer call: decided on the first whole unit
+                pace.check(len(levels))
     return Sensitivity(
         base=base,
         levels=levels,

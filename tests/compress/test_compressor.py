@@ -206,8 +206,11 @@ def _finalists_run(trained, data, **kwargs):
 def test_no_search_scores_the_calibrated_plans_alone_and_refines_the_held_one(trained, data):
     # n_trials=0: the ablation without the study. Only the calibration's uniform plans
     # (those inside the searched level range) become trials; the most pruned that held
-    # is the finalist (its calibration model reused) and refinement raises its level
-    result, recovery, _ = _finalists_run(trained, data, n_trials=0, space="offsets", refine=2)
+    # is the finalist (its calibration model reused) and refinement raises its level, with
+    # the finalist recovery that max_attempts allowed and no study spent
+    result, recovery, _ = _finalists_run(
+        trained, data, n_trials=0, space="offsets", refine=2, max_attempts=2
+    )
     calibration = result.settings["calibration"]
     held = max(c["level"] for c in calibration if c["holds"])
     assert result.trials and all(t["warm_start"] is not None for t in result.trials)
@@ -217,7 +220,7 @@ def test_no_search_scores_the_calibrated_plans_alone_and_refines_the_held_one(tr
     chosen = result.trials[result.chosen_trial]
     assert chosen["warm_start"] == held
     steps = result.settings["refinement"]
-    assert len(steps) == 2 and all(s["level"] > held for s in steps)
+    assert len(steps) == 2 + 1 and all(s["level"] > held for s in steps)
     # calibration, then the refinement steps: the held plan is not recovered again
     assert len(recovery.plans) == len(calibration) + len(steps)
 
@@ -256,10 +259,13 @@ def test_finalists_leave_the_time_for_refining_the_plan_at_hand(trained, data, m
     searched = recovery.plans[len(result.settings["calibration"]) :]
     assert len(finalists) >= 3, "too few finalists: the test lost its point"
     assert finalists[0]["drop"] > 0.05 and finalists[1]["drop"] > 0.05
-    if refine:  # the first finalist, then the held plan (reused) and one refinement step
-        assert searched[0] == finalists[0]["sparsities"] and len(searched) == 2
+    if refine:  # the first finalist, then the held plan (reused), and refinement steps:
+        # refine=1, and the 2 finalist recoveries of max_attempts=4 left unspent (one
+        # attempt is the held plan's); each fits, since time is not really spent here
+        steps = result.settings["refinement"]
+        assert searched[0] == finalists[0]["sparsities"] and len(searched) == 1 + len(steps)
         assert result.chosen_trial == finalists[-1]["number"]
-        assert len(result.settings["refinement"]) == 1
+        assert len(steps) == 1 + 2
     else:  # the finalists while one recovery fits
         assert searched[:2] == [finalists[0]["sparsities"], finalists[1]["sparsities"]]
 
@@ -352,7 +358,9 @@ def test_refinement_raises_the_held_plan_while_eps_holds(trained, data):
     ).run()
     assert result.feasible and result.chosen_trial == 0
     steps = result.settings["refinement"]
-    assert len(steps) == 3 and "refine" in result.phases
+    # refine=3, and 2 more: of max_attempts=4, one finalist was recovered and one attempt
+    # is the calibrated plan's (counted even without a calibration)
+    assert len(steps) == 3 + 2 and "refine" in result.phases
     lo, hi = 0.1, None
     for step in steps:  # each step judged against eps on the recovered model
         expected = (lo + hi) / 2 if hi is not None else lo + (1.0 - lo) / 4
@@ -373,7 +381,7 @@ def test_refinement_raises_the_held_plan_while_eps_holds(trained, data):
     # and each step; "accuracy" depends on the plan alone, so the proxy ranks them exactly
     labels = [p.label for p in result.agreement.pairs]
     assert labels.count("trial 0") == 1, labels
-    assert sum(label.startswith("refinement level") for label in labels) == 3, labels
+    assert sum(label.startswith("refinement level") for label in labels) == len(steps), labels
     assert result.agreement.spearman == pytest.approx(1.0)
     assert "proxy agreement: Spearman 1.00" in result.summary()
 
@@ -660,7 +668,8 @@ def test_the_shape_space_skips_a_study_too_short_to_rank_shapes(trained, data, m
     calibration = result.settings["calibration"]
     held = max(c["level"] for c in calibration if c["holds"])
     steps = result.settings["refinement"]
-    assert len(recovery.plans) == len(calibration) + len(steps) and len(steps) == 1
+    # refine=1, and the 3 finalist recoveries max_attempts=4 allowed (none was spent)
+    assert len(recovery.plans) == len(calibration) + len(steps) and len(steps) == 1 + 3
     assert steps[0]["level"] > held  # the calibrated plan's level raised
     # once a plan held, no study could follow: the proxy, which would choose nothing,
     # scores no more plans (its time goes to recoveries), and the agreement says so

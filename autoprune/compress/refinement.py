@@ -4,7 +4,9 @@ The chosen plan's global ``level`` is raised with its per-unit offsets kept, eac
 recovered for real and kept only when it holds eps. With a level above known to break
 eps (a calibration plan, or an earlier step), a step bisects towards it; without one, it
 goes a quarter of the way to the top of the searched range (the drop grows steeply near
-the top, so a step halfway there easily overshoots).
+the top, so a step halfway there easily overshoots). A level whose plan is the held plan
+(its units at their upper bounds) is passed over without a recovery, and a plan as pruned
+as its shape allows (level 1 prunes no more) is not refined at all.
 
     >>> next_level(0.5, None, top=1.0), next_level(0.5, 0.7, top=1.0)
     (0.625, 0.6)
@@ -34,6 +36,7 @@ class Refinement:
 
     records: list[LevelRecord] = field(default_factory=list)
     best: Recovered | None = None
+    at_top: bool = False  # the plan that holds prunes as much as its shape can (level 1)
 
     @property
     def held(self) -> LevelRecord | None:
@@ -64,6 +67,12 @@ def room_left(
     ended before the edge was found, and a larger one would likely compress further."""
     if drop > eps / 2:
         return None
+    if refinement.at_top:
+        return (
+            f"the result's drop {drop:+.4f} is more than eps/2 inside eps {eps:g}, and its "
+            "units are as pruned as its shape allows (a higher level prunes nothing more): "
+            "wider bounds (search.bounds) would let it compress further"
+        )
     above = level is not None and any(not r.holds and r.level > level for r in calibration)
     if finalists_broke or above or any(not r.holds for r in refinement.records):
         return None
@@ -93,17 +102,22 @@ def refine_plan(
     hi = min(above) if above else None
     top = max(space.level_range[1], min(1.0, lo + 0.1))
     out = Refinement()
-    for k in range(steps):
+    plan, ceiling = space.from_params(dict(params)), space.from_params({**params, "level": 1.0})
+    k = 0
+    while k < steps and plan != ceiling:
         mid = next_level(lo, hi, top)
         if mid - lo < 1e-3:
             break
+        sparsities = space.from_params({**params, "level": mid})
+        if sparsities == plan:  # the same plan (units at their bounds): it holds, unrecovered
+            lo = mid
+            continue
         if not budget.fits():
             ctx.log(
                 f"refine: stopped after {k} step(s); another recovery (up to about "
                 f"{budget.need():.0f} s, as the slowest so far) would pass the timeout"
             )
             break
-        sparsities = space.from_params({**params, "level": mid})
         t = time.perf_counter()
         proxy_drop = proxy(sparsities) if proxy is not None else None
         got = recover_plan(ctx, budget, sparsities)
@@ -125,8 +139,14 @@ def refine_plan(
             f"refine {k + 1}/{steps}: level {mid:.4f} (mean sparsity {mean:.3f}): "
             f"{got.describe(ctx.deployment.dtype)}: {'holds' if ok else 'breaks'} eps"
         )
+        k += 1
         if ok:
-            lo, out.best = mid, got
+            lo, out.best, plan = mid, got, sparsities
         else:
             hi = mid
+    out.at_top = plan == ceiling
+    if out.at_top:
+        ctx.log(
+            "refine: the plan is as pruned as its shape allows: a higher level prunes nothing more"
+        )
     return out

@@ -403,6 +403,26 @@ def test_a_result_far_inside_eps_with_nothing_above_tried_says_so(trained, data)
     assert any("more than eps/2 inside eps 0.3" in n for n in result.notes), result.notes
 
 
+def test_a_plan_at_its_bounds_is_not_refined_and_says_so(trained, data):
+    # the one trial is at level 1: every unit at its upper bound (0.1), so no level
+    # above prunes more. No recovery is spent on refining it, and the note points at
+    # the bounds, not at more refine steps
+    full = ap.metrics.count_params(trained).total
+
+    def kept(model, loader):
+        return ap.metrics.count_params(model).total / full
+
+    recovery = _Recording(epochs=0.1)
+    result = compressor(
+        trained, data, eps=0.9, accuracy=kept, space="uniform", refine=3, bounds=(0.0, 0.1),
+        warm_start=(1.0,), n_trials=1, recovery=recovery,
+    ).run()  # fmt: skip
+    assert result.feasible and result.chosen_trial == 0
+    assert result.settings["refinement"] == [] and len(recovery.plans) == 1
+    assert any("as pruned as its shape allows" in n for n in result.notes), result.notes
+    assert not any("more refine steps" in n for n in result.notes)
+
+
 def test_refinement_can_be_turned_off(trained, data):
     result = compressor(trained, data, n_trials=3, refine=0).run()
     assert result.settings["refinement"] == [] and "refine" not in result.phases

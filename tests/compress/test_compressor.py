@@ -333,17 +333,19 @@ def test_pruned_and_quantized_search_for_size(trained, data, tmp_path):
     assert again.plan.quantized == result.plan.quantized
 
 
+def _kept_share(trained):
+    """An "accuracy" that is the share of ``trained``'s parameters a model keeps."""
+    full = ap.metrics.count_params(trained).total
+    return lambda model, loader: ap.metrics.count_params(model).total / full
+
+
 def test_refinement_raises_the_held_plan_while_eps_holds(trained, data):
     # "accuracy" is the share of parameters kept, the same in the search and after
     # recovery, so a plan holds eps = 0.3 exactly when at most 30% of them are removed. The
     # one trial (the warm start at level 0.1) holds with room to spare; the refinement
     # raises its level, each step recovered for real: a quarter of the way to the top of
     # the range while no level is known to break eps, then by bisection
-    full = ap.metrics.count_params(trained).total
-
-    def kept(model, loader):
-        return ap.metrics.count_params(model).total / full
-
+    kept, full = _kept_share(trained), ap.metrics.count_params(trained).total
     recovery = _Recording(epochs=0.1)
     result = compressor(
         trained,
@@ -389,11 +391,7 @@ def test_refinement_raises_the_held_plan_while_eps_holds(trained, data):
 def test_a_result_far_inside_eps_with_nothing_above_tried_says_so(trained, data):
     # the one trial removes about a tenth of the parameters (drop 0.1 of eps 0.3) and
     # nothing more compressed is recovered: the note says the budget ended too soon
-    full = ap.metrics.count_params(trained).total
-
-    def kept(model, loader):
-        return ap.metrics.count_params(model).total / full
-
+    kept = _kept_share(trained)
     result = compressor(
         trained, data, eps=0.3, accuracy=kept, space="uniform", refine=0,
         warm_start=(0.1,), n_trials=1, recovery=ap.FineTune(epochs=0.1),
@@ -407,11 +405,7 @@ def test_a_plan_at_its_bounds_is_not_refined_and_says_so(trained, data):
     # the one trial is at level 1: every unit at its upper bound (0.1), so no level
     # above prunes more. No recovery is spent on refining it, and the note points at
     # the bounds, not at more refine steps
-    full = ap.metrics.count_params(trained).total
-
-    def kept(model, loader):
-        return ap.metrics.count_params(model).total / full
-
+    kept = _kept_share(trained)
     recovery = _Recording(epochs=0.1)
     result = compressor(
         trained, data, eps=0.9, accuracy=kept, space="uniform", refine=3, bounds=(0.0, 0.1),

@@ -430,8 +430,8 @@ class Task:
         return self.search("autoprune", s.trials, refine, s.space)
 
     def no_study(self, log) -> Row:
-        s = self.settings  # the calibrated plan is the finalist (reused): the rest refines
-        refine = max(0, s.recoveries - s.calibration_steps)
+        s = self.settings  # as autoprune's: the finalist recoveries it leaves go to refining
+        refine = max(0, s.recoveries - s.calibration_steps - (s.max_attempts - 1))
         return self.search("no_study", 0, refine, "offsets")
 
     def dense(self, log) -> Row:
